@@ -1,0 +1,290 @@
+"""The host side of the wire protocol: one open board, its frames and its commands.
+
+A reader thread turns the byte stream into frames with the shared protocol
+decoder; commands wait for their acks (with retries, so a dropped line costs a
+retry, not a hang). Everything the board sends that is not a frame (REPL text,
+tracebacks) is kept so errors can show what MicroPython printed.
+"""
+
+import json
+import queue
+import threading
+import time
+
+from polyniod_firmware import protocol as P
+from polyniod_firmware.version import FIRMWARE_VERSION
+
+from host.errors import DeviceError
+from host.link.port import DEFAULT_BAUD, open_port
+from host.link.schema import TelemetrySchema
+
+
+class CommandError(DeviceError):
+    """The firmware answered a command with an error code."""
+
+    def __init__(self, name, code, detail=""):
+        self.code = code
+        meaning = P.ERROR_NAMES.get(code, f"error {code}")
+        super().__init__(f"the board refused `{name}`: {meaning}{': ' + detail if detail else ''}")
+
+
+class Link:
+    """An open connection to a Gen0 running our firmware."""
+
+    def __init__(self, port, baud=DEFAULT_BAUD, on_bytes=None, on_frame=None):
+        self.port_name = port
+        self.baud = baud
+        self.on_bytes = on_bytes  # called as on_bytes(host_time, data) for every chunk read (session recording)
+        self.on_frame = on_frame  # called as on_frame(host_time, frame) for every decoded frame
+        self.serial = None
+        self.decoder = P.FrameDecoder()
+        self.hello = None
+        self.schema = None
+        self.telemetry = queue.Queue(maxsize=100000)
+        self.logs = queue.Queue(maxsize=10000)
+        self.rx_bytes = 0
+        self.frames = 0
+        self.seq_gaps = 0  # frames the device sent that never arrived (sequence gaps)
+        self.resets = 0  # hello frames seen after the first one (device restarted)
+        self._last_seq = None
+        self._seq = 0
+        self._acks = {}
+        self._ack_cv = threading.Condition()
+        self._hello_event = threading.Event()
+        self._text = bytearray()
+        self._stop = threading.Event()
+        self._thread = None
+        self.error = None  # set when the port vanished under us
+
+    # -- lifetime -------------------------------------------------------------
+    def open(self):
+        self.serial = open_port(self.port_name, self.baud)
+        self._thread = threading.Thread(target=self._reader, name="gen0-link-reader", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self):
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=1)
+        if self.serial:
+            try:
+                self.serial.close()
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- reading --------------------------------------------------------------
+    def _reader(self):
+        while not self._stop.is_set():
+            try:
+                data = self.serial.read(4096)
+            except (OSError, TypeError, AttributeError) as e:  # port vanished (cable pulled)
+                self.error = f"lost the connection to {self.port_name} ({e.__class__.__name__}: {e})"
+                break
+            except Exception as e:  # pyserial raises SerialException on a vanished pty
+                self.error = f"lost the connection to {self.port_name} ({e})"
+                break
+            if not data:
+                continue
+            now = time.time()
+            self.rx_bytes += len(data)
+            if self.on_bytes:
+                self.on_bytes(now, data)
+            for frame in self.decoder.feed(data):
+                self._dispatch(now, frame)
+            text = self.decoder.take_text()
+            if text:
+                self._text += text
+                del self._text[:-8192]
+        with self._ack_cv:
+            self._ack_cv.notify_all()
+        self._hello_event.set()
+
+    def _dispatch(self, now, frame):
+        ftype, seq, t_us, payload = frame
+        self.frames += 1
+        if ftype == P.T_HELLO:
+            try:
+                hello = json.loads(payload)
+            except ValueError:
+                return
+            if self.hello is not None:
+                self.resets += 1
+            self.hello = hello
+            self.schema = TelemetrySchema.from_hello(hello) if hello.get("schema") else None
+            self._last_seq = seq
+            self._hello_event.set()
+        else:
+            if self._last_seq is not None:
+                self.seq_gaps += (seq - self._last_seq - 1) & 0xFFFF
+            self._last_seq = seq
+        if ftype == P.T_ACK and len(payload) >= 3:
+            cmd_seq = payload[0] | payload[1] << 8
+            with self._ack_cv:
+                self._acks[cmd_seq] = (payload[2], bytes(payload[3:]))
+                self._ack_cv.notify_all()
+        elif ftype == P.T_TELEMETRY:
+            self._put(self.telemetry, (now, seq, t_us, payload))
+        elif ftype == P.T_LOG and payload:
+            self._put(self.logs, (now, payload[0], bytes(payload[1:]).decode("utf-8", "replace")))
+        if self.on_frame:
+            self.on_frame(now, frame)
+
+    @staticmethod
+    def _put(q, item):
+        try:
+            q.put_nowait(item)
+        except queue.Full:  # nobody is consuming: keep the newest
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                pass
+            q.put_nowait(item)
+
+    def device_text(self):
+        """What the board printed outside frames (REPL output, tracebacks), decoded."""
+        return bytes(self._text).decode("utf-8", "replace")
+
+    # -- commands -------------------------------------------------------------
+    def send_raw(self, data):
+        self.serial.write(data)
+        self.serial.flush()
+
+    def request(self, name, *args, timeout=0.5, retries=3):
+        """Send a command and return the ack's data bytes; CommandError on a refusal."""
+        self._seq = self._seq % 65535 + 1
+        seq = self._seq
+        line = P.encode_command(seq, name, [str(a) for a in args])
+        for _attempt in range(retries + 1):
+            if self.error:
+                raise DeviceError(self.error)
+            self.send_raw(line)
+            deadline = time.monotonic() + timeout
+            with self._ack_cv:
+                while seq not in self._acks and not self.error:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._ack_cv.wait(left)
+                ack = self._acks.pop(seq, None)
+            if ack is not None:
+                code, data = ack
+                if code != P.E_OK:
+                    raise CommandError(name, code, data.decode("utf-8", "replace"))
+                return data
+        raise DeviceError(
+            f"no answer to `{name}` from {self.port_name} after {retries + 1} tries: "
+            f"is the firmware running? (`host flash --port {self.port_name}` installs and starts it)"
+        )
+
+    def request_json(self, name, *args, **kw):
+        data = self.request(name, *args, **kw)
+        return json.loads(data) if data else None
+
+    # -- connecting -----------------------------------------------------------
+    def connect(self, timeout=2.0, start=True):
+        """Ask for the hello, check versions; start the firmware if the board sits at the REPL."""
+        hello = self._ask_hello(timeout)
+        if hello is None and start and self._looks_like_micropython():
+            self._soft_reset()
+            hello = self._wait_hello(timeout + 3.0) or self._ask_hello(timeout)
+        if hello is None:
+            raise DeviceError(self._diagnose())
+        self._check_versions(hello)
+        return hello
+
+    def _ask_hello(self, timeout):
+        self._hello_event.clear()
+        try:
+            self.request("hello", timeout=timeout / 3, retries=2)
+        except DeviceError:
+            if self.error:
+                raise
+            return None
+        return self._wait_hello(timeout)
+
+    def _wait_hello(self, timeout):
+        self._hello_event.wait(timeout)
+        if self.error:
+            raise DeviceError(self.error)
+        return self.hello
+
+    def _looks_like_micropython(self):
+        text = bytes(self._text)
+        if any(m in text for m in (b">>>", b"raw REPL", b"MicroPython", b"Traceback", b"Error")):
+            return True
+        # Silent: maybe a raw REPL swallowing our lines. Ctrl-B leaves it and prints the banner.
+        self.send_raw(b"\r\x02")
+        time.sleep(0.3)
+        return any(m in bytes(self._text) for m in (b">>>", b"MicroPython"))
+
+    def _soft_reset(self):
+        """Ctrl-D at the friendly REPL: boot.py then main.py run, as after power-on."""
+        self._hello_event.clear()
+        self.send_raw(b"\r\x02\x04")
+
+    def _diagnose(self):
+        port = self.port_name
+        if self.decoder.version_errors:
+            return (
+                f"the firmware on {port} speaks protocol v{self.decoder.peer_version}, this host v{P.PROTOCOL_VERSION}: "
+                f"run `host flash --port {port}` to update it"
+            )
+        text = self.device_text()
+        if any(m in text for m in (">>>", "raw REPL", "MicroPython", "Traceback")):
+            tail = " | ".join(line.strip() for line in text.strip().splitlines()[-3:])
+            return (
+                f"{port} runs MicroPython but not the Polyniod firmware (it printed: {tail[-160:]!r}): "
+                f"run `host flash --port {port}`"
+            )
+        if self.rx_bytes:
+            return (
+                f"{port} sends data that is neither our firmware's frames nor MicroPython "
+                f"({self.rx_bytes} bytes, {self.decoder.crc_errors} bad frames): check the port and baud rate, "
+                f"then `host flash --port {port}`"
+            )
+        return (
+            f"no answer from {port}: is it an ESP32 running MicroPython? Check `host ports`, "
+            f"then `host flash --port {port}` (or `host flash --micropython FIRMWARE.bin --port {port}` for a blank board)"
+        )
+
+    def _check_versions(self, hello):
+        port = self.port_name
+        proto = hello.get("proto")
+        if proto != P.PROTOCOL_VERSION:
+            raise DeviceError(
+                f"the firmware on {port} speaks protocol v{proto}, this host v{P.PROTOCOL_VERSION}: "
+                f"run `host flash --port {port}` to update it"
+            )
+        fw = str(hello.get("fw", "?"))
+        if _version_tuple(fw) < _version_tuple(FIRMWARE_VERSION):
+            raise DeviceError(
+                f"the firmware on {port} is v{fw}, older than this host's v{FIRMWARE_VERSION}: "
+                f"run `host flash --port {port}` to update it"
+            )
+
+    # -- telemetry ------------------------------------------------------------
+    def next_telemetry(self, timeout=1.0):
+        """(host time, seq, t_us, {field: value in units}) of the next telemetry frame, or None."""
+        try:
+            now, seq, t_us, payload = self.telemetry.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        raw = self.schema.unpack(payload) if self.schema else None
+        if raw is None:
+            return None
+        return now, seq, t_us, self.schema.to_units(raw)
+
+
+def _version_tuple(text):
+    parts = []
+    for p in text.split("."):
+        digits = "".join(c for c in p if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)

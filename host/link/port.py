@@ -1,0 +1,44 @@
+"""Open a serial port the way every host command needs it, with errors a user can act on.
+
+A port is opened exclusively: two programs reading one board would each get half
+of the frames, so the second one is told the port is busy instead.
+"""
+
+import errno
+import os
+
+import serial
+
+from host.errors import PortError
+
+DEFAULT_BAUD = 115200
+
+
+def open_port(port, baud=DEFAULT_BAUD, timeout=0.05):
+    """An open, exclusive serial.Serial on `port`, or a PortError that says what to do."""
+    if not port:
+        raise PortError("no port given: pass --port PORT (see `host ports`)")
+    if not port.startswith(("socket://", "rfc2217://", "loop://")) and not os.path.exists(port):
+        raise PortError(f"no serial port at {port}: run `host ports` to list the ports on this machine")
+    try:
+        ser = serial.serial_for_url(port, baudrate=baud, timeout=timeout, exclusive=True, do_not_open=True)
+        ser.open()
+    except serial.SerialException as e:
+        raise _explain(port, e) from None
+    except OSError as e:
+        raise _explain(port, e) from None
+    return ser
+
+
+def _explain(port, e):
+    text = str(e)
+    code = getattr(e, "errno", None)
+    if code in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBUSY) or "exclusively lock" in text or "busy" in text.lower():
+        return PortError(f"port {port} is busy: another program (host monitor/collect, mpremote, a terminal) has it open; close it first")
+    if code == errno.EACCES or "Permission denied" in text:
+        return PortError(f"no permission to open {port}: add yourself to the 'dialout' group (sudo usermod -aG dialout $USER) and log in again")
+    if code in (errno.ENOENT, errno.ENXIO, errno.ENODEV) or "No such file" in text:
+        return PortError(f"no serial port at {port}: run `host ports` to list the ports on this machine")
+    if code == errno.ENOTTY or "Inappropriate ioctl" in text:
+        return PortError(f"{port} is not a serial port: run `host ports` to list the ports on this machine")
+    return PortError(f"cannot open {port}: {text}")
