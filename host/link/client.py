@@ -24,8 +24,7 @@ class CommandError(DeviceError):
 
     def __init__(self, name, code, detail=""):
         self.code = code
-        meaning = P.ERROR_NAMES.get(code, f"error {code}")
-        super().__init__(f"the board refused `{name}`: {meaning}{': ' + detail if detail else ''}")
+        super().__init__(f"the board refused `{name}`: {P.error_text(code)}{' (' + detail + ')' if detail else ''}")
 
 
 class Link:
@@ -125,14 +124,14 @@ class Link:
                 self.seq_gaps += (seq - self._last_seq - 1) & 0xFFFF
             self._last_seq = seq
         if ftype == P.T_ACK and len(payload) >= 3:
-            cmd_seq = payload[0] | payload[1] << 8
+            cmd_seq, code, data = P.parse_ack(payload)
             with self._ack_cv:
-                self._acks[cmd_seq] = (payload[2], bytes(payload[3:]))
+                self._acks[cmd_seq] = (code, bytes(data))
                 self._ack_cv.notify_all()
         elif ftype == P.T_TELEMETRY:
             self._put(self.telemetry, (now, seq, t_us, payload))
         elif ftype == P.T_LOG and payload:
-            self._put(self.logs, (now, payload[0], bytes(payload[1:]).decode("utf-8", "replace")))
+            self._put(self.logs, (now, *P.parse_log(payload)))
         if self.on_frame:
             self.on_frame(now, frame)
 

@@ -1,0 +1,457 @@
+"""Polyniod wire protocol, one module for the firmware (MicroPython) and the host (CPython).
+
+Device -> host: binary frames, byte-stuffed between FLAGs, CRC-checked. Host -> device:
+printable text lines that never contain the REPL's control bytes. Spec: PROTOCOL.md.
+"""
+import binascii
+import struct
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+PROTOCOL_VERSION = const(1)
+
+FLAG = const(0x7E)  # delimits frames, never inside one
+ESC = const(0x7D)  # 0x7E -> 0x7D 0x5E, 0x7D -> 0x7D 0x5D
+
+T_HELLO = const(1)  # UTF-8 JSON: firmware, board, robot, telemetry schema
+T_TELEMETRY = const(2)  # packed by the schema the hello announced
+T_ACK = const(3)  # u16 LE command seq, u8 code, optional data (usually UTF-8 JSON)
+T_LOG = const(4)  # u8 level, UTF-8 text
+
+LOG_DEBUG = const(0)
+LOG_INFO = const(1)
+LOG_WARN = const(2)
+LOG_ERROR = const(3)
+
+E_OK = const(0)
+E_CRC = const(1)
+E_SYNTAX = const(2)
+E_UNKNOWN = const(3)
+E_ARG = const(4)
+E_STATE = const(5)
+E_TOO_BIG = const(6)
+E_OFFSET = const(7)
+E_CHECK = const(8)
+E_IO = const(9)
+E_BUSY = const(10)
+E_RANGE = const(11)
+E_VERSION = const(12)
+
+ERROR_NAMES = {
+    0: "E_OK", 1: "E_CRC", 2: "E_SYNTAX", 3: "E_UNKNOWN", 4: "E_ARG", 5: "E_STATE", 6: "E_TOO_BIG",
+    7: "E_OFFSET", 8: "E_CHECK", 9: "E_IO", 10: "E_BUSY", 11: "E_RANGE", 12: "E_VERSION",
+}
+ERROR_MEANINGS = {
+    0: "done",
+    1: "the command line failed its check (corrupted on the wire): resend it",
+    2: "the command line is malformed",
+    3: "unknown command",
+    4: "bad or missing argument",
+    5: "not allowed in the current mode",
+    6: "too big (line, payload or model does not fit)",
+    7: "chunk out of order (unexpected offset)",
+    8: "transfer CRC or size mismatch",
+    9: "device storage or peripheral I/O failed",
+    10: "busy, try again",
+    11: "value out of the configured range",
+    12: "incompatible version (protocol or blob format)",
+}
+
+MAX_FRAME = const(4096)  # bytes of header + payload + crc, before stuffing
+MAX_LINE = const(200)  # bytes of a command line including its newline (ESP32 stdin ring: 260)
+CHUNK = const(96)  # raw bytes per chunk line (128 base64 characters)
+TICKS_PERIOD = const(1 << 30)  # time.ticks_us() wraps here on the ESP32
+
+HEADER_SIZE = const(7)  # byte0 (version << 4 | type), seq u16 LE, t_us u32 LE
+OVERHEAD = const(11)  # header + crc32
+MAX_PAYLOAD = MAX_FRAME - OVERHEAD
+
+_HEADER = "<BHI"
+_V4 = const(PROTOCOL_VERSION << 4)
+_TICKS_MASK = const((1 << 30) - 1)
+_MAX_STUFFED = 2 * MAX_FRAME
+_TEXT_KEEP = 4096
+_RESIDUE = 0x2144DF1C  # crc32 of any frame body followed by its own LE crc32
+_FLAG_B = b"\x7e"
+_ESC_B = b"\x7d"
+_BUFFER = const(0)  # decoder modes: collecting a part until the next FLAG,
+_TEXT = const(1)  # streaming a part to the text buffer,
+_SKIP = const(2)  # dropping an oversized frame.
+
+
+def encode_frame(ftype, seq, t_us, payload):
+    """One complete stuffed frame. Allocates; the device hot path uses FrameWriter."""
+    if not 1 <= ftype <= 15:
+        raise ValueError("frame type must be 1..15, got %r" % (ftype,))
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError("frame payload is %d bytes, more than MAX_PAYLOAD=%d" % (len(payload), MAX_PAYLOAD))
+    raw = struct.pack(_HEADER, _V4 | ftype, seq & 0xFFFF, t_us & _TICKS_MASK) + bytes(payload)
+    raw += struct.pack("<I", binascii.crc32(raw))
+    return _FLAG_B + raw.replace(_ESC_B, b"\x7d\x5d").replace(_FLAG_B, b"\x7d\x5e") + _FLAG_B
+
+
+class FrameWriter:
+    """Builds frames into preallocated buffers so the device's telemetry tick allocates nothing.
+
+    Fill payload_view() in place (struct.pack_into) and call pack(..., None, n), or pass a payload
+    to copy. Then write `buf[:returned n]`, e.g. sys.stdout.buffer.write(w.buf, n).
+    """
+
+    def __init__(self, max_payload):
+        if not 0 <= max_payload <= MAX_PAYLOAD:
+            raise ValueError("max_payload must be 0..%d, got %r" % (MAX_PAYLOAD, max_payload))
+        self.max_payload = max_payload
+        self.raw = bytearray(OVERHEAD + max_payload)
+        self._raw_mv = memoryview(self.raw)
+        self.buf = bytearray(2 + 2 * len(self.raw))  # worst case: every byte escaped
+        self.buf[0] = FLAG
+        self._buf_mv = memoryview(self.buf)
+        self._payload = self._raw_mv[HEADER_SIZE:HEADER_SIZE + max_payload]
+        self._views_for = -1  # the payload length self._body/_whole were cut for
+        self._body = None
+        self._whole = None
+
+    def payload_view(self):
+        """Writable memoryview of the payload area, for struct.pack_into without temporaries."""
+        return self._payload
+
+    def pack(self, ftype, seq, t_us, payload=None, n=None):
+        """Frame the first n payload bytes (payload, or what is already in payload_view()); returns the byte count in buf."""
+        if payload is not None:
+            if n is None:
+                n = len(payload)
+            if not 0 <= n <= len(payload) or n > self.max_payload:
+                raise ValueError("payload of %d bytes does not fit max_payload=%d" % (n, self.max_payload))
+            self._raw_mv[HEADER_SIZE:HEADER_SIZE + n] = payload if len(payload) == n else memoryview(payload)[:n]
+        elif n is None or not 0 <= n <= self.max_payload:
+            raise ValueError("pack(..., None, n) needs 0 <= n <= max_payload=%d, got %r" % (self.max_payload, n))
+        m = HEADER_SIZE + n
+        if n != self._views_for:  # memoryview slices allocate, so keep the ones for this length
+            self._views_for = n
+            self._body = self._raw_mv[:m]
+            self._whole = self._raw_mv[:m + 4]
+        raw = self.raw
+        struct.pack_into(_HEADER, raw, 0, _V4 | (ftype & 15), seq & 0xFFFF, t_us & _TICKS_MASK)
+        struct.pack_into("<I", raw, m, binascii.crc32(self._body))
+        m += 4
+        buf = self.buf
+        self._buf_mv[1:1 + m] = self._whole  # right whenever nothing needs escaping
+        i = raw.find(b"\x7e", 0, m)
+        j = raw.find(b"\x7d", 0, m)
+        if i < 0 and j < 0:
+            buf[m + 1] = FLAG
+            return m + 2
+        if i < 0 or 0 <= j < i:
+            i = j
+        k = 1 + i  # bytes before the first special one are already in place
+        for i in range(i, m):
+            b = raw[i]
+            if b == FLAG or b == ESC:
+                buf[k] = ESC
+                k += 1
+                b ^= 0x20
+            buf[k] = b
+            k += 1
+        buf[k] = FLAG
+        return k + 1
+
+
+class FrameDecoder:
+    """Splits the device's byte stream into frames; counts and skips everything else, never raises.
+
+    feed() returns [(ftype, seq, t_us, payload)] for each intact frame of our version. A stretch
+    between FLAGs that fails to decode counts as a damaged frame when its first byte carries our
+    version nibble, otherwise as text (REPL output, tracebacks), kept for take_text().
+    """
+
+    def __init__(self):
+        self.frames = 0
+        self.crc_errors = 0
+        self.garbage = 0  # bytes of text / noise outside frames
+        self.oversize = 0
+        self.bad_escape = 0
+        self.version_errors = 0  # intact frames of another protocol version
+        self.peer_version = None  # the version those frames carried
+        self.short = 0
+        self._tail = bytearray()  # bytes after the last FLAG
+        self._mode = _BUFFER
+        self._text = bytearray()
+
+    def feed(self, data):
+        """Frames completed by these bytes; partial ones wait for the next call."""
+        out = []
+        parts = bytes(data).split(_FLAG_B)
+        last = len(parts) - 1
+        if last:
+            first = parts[0]
+            if self._mode == _BUFFER:
+                if self._tail:
+                    first = bytes(self._tail) + first
+                    self._tail = bytearray()
+                if first:
+                    self._part(first, out)
+            elif self._mode == _TEXT and first:
+                self._keep_text(first)
+            self._mode = _BUFFER
+            for i in range(1, last):
+                p = parts[i]
+                if p:
+                    self._part(p, out)
+        self._grow(parts[last])
+        return out
+
+    def take_text(self):
+        """Text received outside frames since the last call (the newest 4 KB), as bytes."""
+        if self._mode == _BUFFER and self._tail and self._tail[0] & 0xF0 != _V4:
+            self._mode = _TEXT  # commit the unfinished stretch as text so a crash report shows now
+            self._keep_text(self._tail)
+            self._tail = bytearray()
+        text = bytes(self._text[-_TEXT_KEEP:])
+        self._text = bytearray()
+        return text
+
+    def _grow(self, chunk):
+        if not chunk or self._mode == _SKIP:
+            return
+        if self._mode == _TEXT:
+            self._keep_text(chunk)
+            return
+        self._tail += chunk
+        if len(self._tail) > _MAX_STUFFED:  # no frame is this long: decide by the first byte, as _part does
+            if self._tail[0] & 0xF0 == _V4:
+                self.oversize += 1
+                self._mode = _SKIP
+            else:
+                self._mode = _TEXT
+                self._keep_text(self._tail)
+            self._tail = bytearray()
+
+    def _part(self, part, out):
+        if len(part) > _MAX_STUFFED:
+            if part[0] & 0xF0 == _V4:
+                self.oversize += 1
+            else:
+                self._keep_text(part)
+            return
+        raw = part
+        if ESC in part:
+            if part.count(_ESC_B) == part.count(b"\x7d\x5e") + part.count(b"\x7d\x5d"):
+                raw = part.replace(b"\x7d\x5e", _FLAG_B).replace(b"\x7d\x5d", _ESC_B)
+            else:
+                raw = None
+        if raw is not None and OVERHEAD <= len(raw) <= MAX_FRAME and binascii.crc32(raw) == _RESIDUE:
+            byte0, seq, t_us = struct.unpack_from(_HEADER, raw)
+            if byte0 & 0xF0 == _V4:
+                self.frames += 1
+                out.append((byte0 & 15, seq, t_us, raw[HEADER_SIZE:-4]))
+            else:
+                self.version_errors += 1
+                self.peer_version = byte0 >> 4
+        elif part[0] & 0xF0 != _V4:
+            self._keep_text(part)
+        elif raw is None:
+            self.bad_escape += 1
+        elif len(raw) < OVERHEAD:
+            self.short += 1
+        elif len(raw) > MAX_FRAME:
+            self.oversize += 1
+        else:
+            self.crc_errors += 1
+
+    def _keep_text(self, data):
+        self.garbage += len(data)
+        self._text += data
+        if len(self._text) > 2 * _TEXT_KEEP:
+            self._text = self._text[-_TEXT_KEEP:]
+
+
+def ack_payload(cmd_seq, code, data=b""):
+    """T_ACK payload: which command, how it went, optional data."""
+    return struct.pack("<HB", cmd_seq, code) + data
+
+
+def parse_ack(payload):
+    """(cmd_seq, code, data) of a T_ACK payload; ValueError when shorter than 3 bytes."""
+    if len(payload) < 3:
+        raise ValueError("ack payload is %d bytes, needs at least 3" % len(payload))
+    cmd_seq, code = struct.unpack_from("<HB", payload)
+    return cmd_seq, code, bytes(payload[3:])
+
+
+def log_payload(level, text):
+    """T_LOG payload: level byte then UTF-8 text."""
+    return bytes((level,)) + text.encode()
+
+
+def parse_log(payload):
+    """(level, text) of a T_LOG payload; ValueError when empty."""
+    if not payload:
+        raise ValueError("log payload is empty, needs a level byte")
+    return payload[0], bytes(payload[1:]).decode("utf-8", "replace")
+
+
+def error_text(code):
+    """'E_CRC: the command line failed its check ...' for messages; unknown codes say so."""
+    return "%s: %s" % (ERROR_NAMES.get(code, "E_%d" % code), ERROR_MEANINGS.get(code, "unknown error code"))
+
+
+def encode_command(seq, name, args=()):
+    """One command line `<seq> <name>[ <arg>]* <crc>\\n` as bytes; ValueError says what is wrong."""
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= 65535:
+        raise ValueError("command seq must be an int in 1..65535, got %r" % (seq,))
+    if not isinstance(name, str) or not _is_name(name.encode()):
+        raise ValueError("command name must match [a-z_]+, got %r" % (name,))
+    tokens = [str(seq), name]
+    for arg in args:
+        if isinstance(arg, int) and not isinstance(arg, bool):
+            arg = str(arg)
+        if not isinstance(arg, str) or not arg or any(not 0x21 <= ord(c) <= 0x7E for c in arg):
+            raise ValueError("command argument must be a non-empty str of printable ASCII without spaces, got %r" % (arg,))
+        tokens.append(arg)
+    body = " ".join(tokens)
+    line = "%s %08x\n" % (body, binascii.crc32(body.encode()))
+    if len(line) > MAX_LINE:
+        raise ValueError("command line %r... is %d bytes, more than MAX_LINE=%d; send big data as CHUNK-sized chunks"
+                         % (body[:40], len(line), MAX_LINE))
+    return line.encode()
+
+
+class CommandReader:
+    """Reassembles command lines on the device from whatever stdin delivers; never raises.
+
+    feed() returns a tuple with one item per completed line: (seq, name, args) for a good command,
+    (seq_or_0, None, code) for a bad line to NACK: E_CRC when the line does not verify (corrupted:
+    the host resends), E_SYNTAX when it verifies but is malformed (a host bug), E_TOO_BIG when it
+    ran past MAX_LINE. The seq of a bad line is its leading number when that parses, else 0.
+    Polling with n == 0 allocates nothing; bytes that arrive cost a copy, lines their parse.
+    """
+
+    def __init__(self):
+        self._line = bytearray(MAX_LINE - 1)
+        self._n = 0  # bytes of the current line kept
+        self._over = False  # it ran past MAX_LINE
+        self.lines = 0  # non-empty lines seen, good or bad
+        self.crc_errors = 0
+        self.syntax_errors = 0
+        self.overflows = 0
+
+    def feed(self, data, n=None):
+        """Consume the first n bytes of data (bytes or bytearray; default all)."""
+        if n is None or n > len(data):
+            n = len(data)
+        got = None
+        line = self._line
+        k = self._n
+        over = self._over
+        i = 0
+        while i < n:
+            j = data.find(b"\n", i, n)
+            end = n if j < 0 else j
+            take = end - i
+            if take > len(line) - k:
+                take = len(line) - k
+                over = True
+            if take:
+                line[k:k + take] = data[i:i + take]
+                k += take
+            if j < 0:
+                break
+            if k or over:  # empty lines are ignored
+                if got is None:
+                    got = []
+                got.append(self._finish(bytes(line[:k]), over))
+            k = 0
+            over = False
+            i = j + 1
+        self._n = k
+        self._over = over
+        return () if got is None else tuple(got)
+
+    def _finish(self, raw, over):
+        self.lines += 1
+        if over:
+            self.overflows += 1
+            return _leading_seq(raw), None, E_TOO_BIG
+        sp = raw.rfind(b" ")
+        if sp < 0 or min(raw) < 0x20 or max(raw) > 0x7E or ("%08x" % binascii.crc32(raw[:sp])).encode() != raw[sp + 1:]:
+            self.crc_errors += 1
+            return _leading_seq(raw), None, E_CRC
+        tokens = raw[:sp].split(b" ")
+        seq = _parse_seq(tokens[0])
+        if not seq or len(tokens) < 2 or not _is_name(tokens[1]) or b"" in tokens:
+            self.syntax_errors += 1
+            return seq, None, E_SYNTAX
+        return seq, tokens[1].decode(), [t.decode() for t in tokens[2:]]
+
+
+def _is_name(token):
+    """[a-z_]+ (bytes methods are ASCII-only on both interpreters)."""
+    token = token.replace(b"_", b"a")
+    return token.isalpha() and token.islower()
+
+
+def _parse_seq(token):
+    """1..65535 written plainly in ASCII (no sign, no leading zero), else 0."""
+    if not 1 <= len(token) <= 5 or not token.isdigit() or token[0] == 0x30:
+        return 0
+    seq = int(token)
+    return seq if seq <= 65535 else 0
+
+
+def _leading_seq(raw):
+    sp = raw.find(b" ")
+    return _parse_seq(raw[:sp] if sp >= 0 else raw)
+
+
+def encode_chunk(data):
+    """Base64 text of up to CHUNK raw bytes, one command argument."""
+    if len(data) > CHUNK:
+        raise ValueError("chunk is %d bytes, more than CHUNK=%d" % (len(data), CHUNK))
+    return binascii.b2a_base64(data)[:-1].decode()
+
+
+def decode_chunk(arg):
+    """Bytes of a chunk argument. Strict (both interpreters' decoders skip junk): ValueError unless canonical."""
+    try:
+        data = binascii.a2b_base64(arg)
+    except ValueError:
+        data = None
+    if data is None or len(data) > CHUNK or binascii.b2a_base64(data)[:-1] != arg.encode():
+        raise ValueError("chunk argument is not canonical base64 of at most %d bytes" % CHUNK)
+    return data
+
+
+class Unwrapper:
+    """Turns a wrapping counter (ticks mod 2**30, seq mod 2**16) into an increasing int.
+
+    Assumes consecutive values are less than one period apart; a device reset needs a new one.
+    """
+
+    def __init__(self, period):
+        self.period = period
+        self.last = None
+        self.value = None
+
+    def __call__(self, raw):
+        if self.last is None:
+            self.value = raw
+        else:
+            self.value += (raw - self.last) % self.period
+        self.last = raw
+        return self.value
+
+
+def unwrap_ticks(ticks):
+    """Device µs stamps (mod TICKS_PERIOD) as monotonically increasing µs."""
+    u = Unwrapper(TICKS_PERIOD)
+    return [u(t) for t in ticks]
+
+
+def unwrap_seqs(seqs):
+    """Frame sequence numbers (mod 2**16) as increasing counts; a jump above 1 is lost frames."""
+    u = Unwrapper(1 << 16)
+    return [u(s) for s in seqs]
