@@ -1,0 +1,306 @@
+"""The fixed-rate control loop: sense, decide, actuate, report, listen -- once per tick.
+
+Ticks are scheduled on deadlines with time.ticks_us (wraps at 2**30 on the ESP32).
+The hot path allocates nothing (preallocated buffers, integer math), so the garbage
+collector never stalls a tick that receives no command. What to command each tick
+is the current mode's job; MODES is the table, a new mode is one more entry.
+"""
+
+import binascii
+import gc
+import select
+import sys
+import time
+
+import machine
+import config
+import programs
+import protocol as P
+import telemetry as T
+from commands import Commands
+from feedback import Feedback
+from imu import Mpu6050
+from servo import Servo
+from version import FIRMWARE_VERSION
+
+
+class Idle:
+    """Hold the last pulses, or go limp (robot.json `idle`, or `idle hold|limp`)."""
+
+    name = "idle"
+    flags = 0  # telemetry flags this mode raises
+
+    def __init__(self, cfg):
+        pass
+
+    def enter(self, robot, args):
+        policy = args[0] if args else robot.cfg["idle"]
+        if policy not in ("hold", "limp") or len(args) > 1:
+            raise ValueError("idle takes hold or limp")
+        if policy == "limp":
+            robot.go_limp()
+        return {"mode": "idle", "policy": policy}
+
+    def step(self, robot):
+        pass
+
+
+class Direct:
+    """Follow the host's `set` pulses; hold when the host is silent for watchdog_ms."""
+
+    name = "direct"
+
+    def __init__(self, cfg):
+        self.timeout_ms = cfg["watchdog_ms"]
+        self.target = [None] * len(cfg["joints"])
+        self.fed_ms = 0
+        self.flags = 0  # T.F_WATCHDOG while tripped
+
+    def enter(self, robot, args):
+        if args:
+            raise ValueError("direct takes no arguments")
+        for j in range(len(self.target)):
+            self.target[j] = robot.target[j]
+        self.fed_ms = time.ticks_ms()
+        self.flags = 0
+        return {"mode": "direct", "watchdog_ms": self.timeout_ms}
+
+    def setpoint(self, pulses):
+        for j in range(len(pulses)):
+            self.target[j] = pulses[j]
+        self.fed_ms = time.ticks_ms()
+        self.flags = 0
+
+    def step(self, robot):
+        if self.flags:
+            return
+        if time.ticks_diff(time.ticks_ms(), self.fed_ms) > self.timeout_ms:
+            self.flags = T.F_WATCHDOG
+            robot.port.log(P.LOG_WARN, "watchdog: no command for %d ms, holding" % self.timeout_ms)
+            return
+        t = robot.target
+        for j in range(len(t)):
+            if self.target[j] is not None:
+                t[j] = self.target[j]
+
+
+class Program:
+    """Run an excitation program from programs.py, then idle (hold) with a LOG "program done"."""
+
+    name = "program"
+    flags = 0
+
+    def __init__(self, cfg):
+        self.params = None
+        self.gens = ()
+        self.k = self.n = 0
+
+    def enter(self, robot, args):
+        if not args:
+            raise ValueError("program <name> [key=value ...]; programs: %s" % ", ".join(sorted(programs.PROGRAMS)))
+        given = {}
+        for a in args[1:]:
+            k, eq, v = a.partition("=")
+            if not eq:
+                raise ValueError("program parameters are key=value, not %r" % a)
+            given[k] = v
+        params = programs.resolve(args[0], given, len(robot.servos))
+        self.n, self.gens = programs.build(params, robot.cfg["joints"], robot.rate_hz)
+        self.params = params
+        self.k = 0
+        return {"mode": "program", "program": params, "rate_hz": robot.rate_hz, "ticks": self.n}
+
+    def step(self, robot):
+        gens = self.gens
+        t = robot.target
+        for j in range(len(gens)):
+            g = gens[j]
+            if g is not None:
+                t[j] = g.step()
+        self.k += 1
+        if self.k >= self.n:
+            robot.enter("idle", ("hold",))
+            robot.port.log(P.LOG_INFO, "program done: %s" % self.params["name"])
+
+
+RESYNC_US = 50000
+MODES = (Idle, Direct, Program)  # telemetry `mode` = index here
+
+
+class Gen0:
+    """The robot: its drivers, mode, counters and the tick; talks over stdin/stdout."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.started_ms = time.ticks_ms()
+        self.port = T.Port(sys.stdout.buffer)
+        self.servos = [Servo(j) for j in cfg["joints"]]
+        self.feedbacks = [Feedback(j) for j in cfg["joints"]]
+        self.imu = Mpu6050(cfg.get("imu"))
+        self.telemetry = T.Telemetry(cfg)
+        self.modes = [m(cfg) for m in MODES]
+        self.mode_names = [m.name for m in self.modes]
+        self.mode = self.modes[0]
+        self.mode_id = 0
+        self.target = [None] * len(self.servos)  # pulse per joint; None = no pulses (limp)
+        self.latched = 0  # flags held until the next telemetry frame
+        self.model = 0
+        self.rate_hz = self.period_us = 0
+        self.set_rate(cfg["loop"]["rate_hz"])
+        self.telemetry_every = cfg["loop"]["telemetry_every"]
+        self.max_rx = cfg["loop"]["max_rx_bytes_per_tick"]
+        self.ticks = self.overruns = self.busy_us = self.rx_bytes = 0
+        self.since_frame = 0
+        self.commands = Commands(self)
+        self.stdin = sys.stdin.buffer
+        self.poller = select.poll()
+        self.poller.register(sys.stdin, select.POLLIN)
+        self.rx_byte = bytearray(1)
+        self.rx_buf = bytearray(self.max_rx)
+
+    # -- modes ---------------------------------------------------------------
+    def enter(self, name, args):
+        i = self.mode_names.index(name)
+        data = self.modes[i].enter(self, args)  # raises before switching if args are bad
+        self.mode, self.mode_id = self.modes[i], i
+        return data
+
+    def go_limp(self):
+        for j in range(len(self.servos)):
+            self.servos[j].limp()
+            self.target[j] = None
+
+    def limp(self):
+        """True while some joint gets no pulses."""
+        for s in self.servos:
+            if not s.us:
+                return True
+        return False
+
+    def safe(self):
+        """Servos safe: idle, holding or limp as robot.json says."""
+        self.mode, self.mode_id = self.modes[0], 0
+        if self.cfg["idle"] == "limp":
+            self.go_limp()
+
+    def set_rate(self, hz):
+        self.rate_hz = hz
+        self.period_us = 1000000 // hz
+
+    # -- hello ---------------------------------------------------------------
+    def info(self):
+        impl = sys.implementation
+        return {
+            "fw": FIRMWARE_VERSION, "proto": P.PROTOCOL_VERSION,
+            "board_id": binascii.hexlify(machine.unique_id()).decode(),
+            "micropython": list(impl.version[:3]), "mpy": getattr(impl, "_mpy", 0), "platform": sys.platform,
+            "robot": self.cfg, "rate_hz": self.rate_hz, "telemetry_every": self.telemetry_every,
+            "ticks_period": P.TICKS_PERIOD, "modes": self.mode_names, "flags": T.FLAGS,
+            "programs": {k: [list(p) for p in v] for k, v in programs.PROGRAMS.items()},
+            "model": "", "imu": {"ok": self.imu.ok, "error": self.imu.error},
+            "endian": T.ENDIAN, "schema": self.telemetry.fields,
+        }
+
+    def send_hello(self):
+        self.port.hello(self.info())
+
+    # -- the tick ------------------------------------------------------------
+    def tick(self, t_us):
+        """One loop iteration, stamped t_us (its start)."""
+        for f in self.feedbacks:
+            f.read()
+        imu = self.imu
+        if imu.ok:
+            imu.read()
+        self.mode.step(self)
+        target = self.target
+        servos = self.servos
+        for j in range(len(servos)):
+            us = target[j]
+            if us is not None and servos[j].write(us) != us:
+                self.latched |= T.F_CLAMPED
+        self.ticks += 1
+        every = self.telemetry_every
+        if every:
+            self.since_frame += 1
+            if self.since_frame >= every:
+                self.since_frame = 0
+                flags = self.latched
+                if self.limp():
+                    flags |= T.F_LIMP
+                if not imu.ok:
+                    flags |= T.F_IMU_MISSING
+                flags |= self.mode.flags
+                self.latched = 0
+                self.telemetry.emit(self.port, t_us, self.busy_us, self.overruns, self.mode_id, flags,
+                                    self.servos, self.feedbacks, imu.buf, self.model)
+        self.receive()
+
+    def receive(self):
+        """Up to max_rx_bytes_per_tick waiting bytes into the command reader, never blocking."""
+        n = 0
+        one = self.rx_byte
+        buf = self.rx_buf
+        while n < self.max_rx:
+            ready = False
+            for ev in self.poller.ipoll(0):
+                ready = ev[1] & select.POLLIN
+            if not ready or self.stdin.readinto(one) != 1:
+                break
+            buf[n] = one[0]
+            n += 1
+        if n:
+            self.rx_bytes += n
+            self.commands.feed(buf, n)
+
+    # -- the loop ------------------------------------------------------------
+    def run(self, max_ticks=0):
+        """Tick on deadlines until interrupted (or max_ticks ticks: benchmarks and tests).
+
+        A tick that ends after the next deadline counts an overrun; the following ticks
+        start at once until the schedule is caught up, so a hiccup (a GC pause, a busy host
+        OS under the virtual Gen0) costs no ticks. Behind by more than RESYNC_US (a hello
+        frame draining at 115200 baud, a flash write): the missed ticks are dropped and the
+        schedule restarts from now.
+        """
+        ticks_us = time.ticks_us
+        ticks_add = time.ticks_add
+        ticks_diff = time.ticks_diff
+        sleep_us = time.sleep_us
+        deadline = ticks_us()
+        n = 0
+        while True:
+            wait = ticks_diff(deadline, ticks_us())
+            if wait > 0:
+                sleep_us(wait)
+            t0 = ticks_us()
+            self.tick(t0)
+            end = ticks_us()
+            self.busy_us = ticks_diff(end, t0)
+            deadline = ticks_add(deadline, self.period_us)
+            late = ticks_diff(end, deadline)
+            if late > 0:
+                self.overruns += 1
+                if late > RESYNC_US:
+                    deadline = end
+            n += 1
+            if n == max_ticks:
+                return
+
+
+def run():
+    """Entry point (main.py): start the robot, stream until Ctrl-C or an error, leave the servos safe."""
+    robot = Gen0(config.load())
+    gc.collect()
+    try:
+        robot.send_hello()
+        if robot.imu.error:
+            robot.port.log(P.LOG_WARN, "imu: " + robot.imu.error)
+        robot.run()
+    except KeyboardInterrupt:
+        robot.safe()
+        raise
+    except Exception as e:
+        robot.safe()
+        robot.port.log(P.LOG_ERROR, "firmware stopped: %s: %s" % (type(e).__name__, e))
+        raise

@@ -1,0 +1,118 @@
+"""What the board tells the host: hello, telemetry, acks and logs, as protocol frames.
+
+The telemetry payload is described field by field in the hello (name, struct type,
+unit, scale) and packed in place into a preallocated frame, so a tick allocates
+nothing. Every frame carries the next sequence number (all types share one counter,
+so the host counts lost frames) and a device timestamp in µs.
+"""
+
+import json
+import struct
+import time
+
+import imu
+import protocol as P
+
+# flags byte, bit i = FLAGS[i]
+FLAGS = ("watchdog", "limp", "clamped", "imu_missing", "rx_error")
+F_WATCHDOG = 1  # direct mode: the host went silent, holding
+F_LIMP = 2  # some joint gets no pulses (idle limp, or nothing commanded yet)
+F_CLAMPED = 4  # a pulse was clamped to its joint's limits since the last frame
+F_IMU_MISSING = 8  # no IMU readings (absent or failed); ax..gz are 0
+F_RX_ERROR = 16  # a bad command line (CRC, syntax, too long) since the last frame
+
+ENDIAN = "<"
+ACK_MAX_PAYLOAD = 1024  # acks and logs; the hello is framed separately
+
+
+def schema(cfg):
+    """[{name, type, unit, scale}] of the telemetry payload, in packing order."""
+    fields = [("busy_us", "H", "us", 1), ("overruns", "H", "", 1), ("mode", "B", "", 1), ("flags", "B", "", 1)]
+    for j in cfg["joints"]:
+        n = j["name"]
+        fields += [(n + "_cmd_us", "H", "us", 1), (n + "_raw", "H", "counts", 1), (n + "_deg", "h", "deg", 0.01)]
+    m = cfg.get("imu") or {"accel_fs_g": 2, "gyro_fs_dps": 250}
+    g = imu.accel_g_per_lsb(m["accel_fs_g"])
+    w = imu.gyro_dps_per_lsb(m["gyro_fs_dps"])
+    fields += [("ax", "h", "g", g), ("ay", "h", "g", g), ("az", "h", "g", g)]
+    fields += [("gx", "h", "deg/s", w), ("gy", "h", "deg/s", w), ("gz", "h", "deg/s", w)]
+    fields.append(("model", "B", "", 1))
+    return [{"name": n, "type": t, "unit": u, "scale": s} for n, t, u, s in fields]
+
+
+class Port:
+    """Frames out to a stream (sys.stdout.buffer on the board) that takes write(buf, n)."""
+
+    def __init__(self, out):
+        self.out = out
+        self.seq = 0
+        self.frames = 0
+        self.general = P.FrameWriter(ACK_MAX_PAYLOAD)
+
+    def send(self, writer, ftype, t_us, n):
+        """Frame the n payload bytes already in writer's payload view and write it."""
+        size = writer.pack(ftype, self.seq, t_us, None, n)
+        self.out.write(writer.buf, size)
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.frames += 1
+
+    def ack(self, cmd_seq, code, data=b""):
+        if len(data) > ACK_MAX_PAYLOAD - 3:
+            code, data = P.E_TOO_BIG, b"the answer (%d bytes) does not fit an ack" % len(data)
+        view = self.general.payload_view()
+        struct.pack_into("<HB", view, 0, cmd_seq, code)
+        if data:
+            view[3:3 + len(data)] = data
+        self.send(self.general, P.T_ACK, time.ticks_us(), 3 + len(data))
+
+    def log(self, level, text):
+        data = text.encode()
+        if len(data) > ACK_MAX_PAYLOAD - 1:
+            data = data[:ACK_MAX_PAYLOAD - 4] + b"..."
+        view = self.general.payload_view()
+        view[0] = level
+        view[1:1 + len(data)] = data
+        self.send(self.general, P.T_LOG, time.ticks_us(), 1 + len(data))
+
+    def hello(self, info):
+        frame = P.encode_frame(P.T_HELLO, self.seq, time.ticks_us(), json.dumps(info).encode())
+        self.out.write(frame, len(frame))
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.frames += 1
+
+
+class Telemetry:
+    """Packs one tick's state into its own preallocated frame."""
+
+    def __init__(self, cfg):
+        self.fields = schema(cfg)
+        self.format = ENDIAN + "".join(f["type"] for f in self.fields)
+        self.size = struct.calcsize(self.format)
+        self.writer = P.FrameWriter(self.size)
+        self.view = self.writer.payload_view()
+        self.n_joints = len(cfg["joints"])
+        self.imu_at = 6 + 6 * self.n_joints
+
+    def emit(self, port, t_us, busy_us, overruns, mode, flags, servos, feedbacks, imu_buf, model):
+        v = self.view
+        struct.pack_into("<HHBB", v, 0, busy_us if busy_us < 0xFFFF else 0xFFFF, overruns & 0xFFFF, mode, flags)
+        o = 6
+        for j in range(self.n_joints):
+            f = feedbacks[j]
+            struct.pack_into("<HHh", v, o, servos[j].us, f.raw, f.cdeg)
+            o += 6
+        b = imu_buf  # big-endian ax ay az temp gx gy gz -> little-endian ax ay az gx gy gz
+        v[o] = b[1]
+        v[o + 1] = b[0]
+        v[o + 2] = b[3]
+        v[o + 3] = b[2]
+        v[o + 4] = b[5]
+        v[o + 5] = b[4]
+        v[o + 6] = b[9]
+        v[o + 7] = b[8]
+        v[o + 8] = b[11]
+        v[o + 9] = b[10]
+        v[o + 10] = b[13]
+        v[o + 11] = b[12]
+        v[o + 12] = model
+        port.send(self.writer, P.T_TELEMETRY, t_us, self.size)
