@@ -1,0 +1,145 @@
+"""Runs first in the virtual Gen0's VM, doing what the ESP32 port's main.c does at every boot.
+
+Installs the shims as `machine`/`time` before anything can import the built-ins (and
+`os`/`sys` that answer uname(), platform and implementation as an ESP32 does),
+mounts the flash directory at / (so '/robot.json', '/lib' and mpremote's paths
+stay on the board), runs boot.py, then main.py unless this boot goes to the raw
+REPL, and leaves the VM's own REPL to the user with a namespace as bare as an
+ESP32's. Arguments (from host/sim/vm.py): bus read fd, bus write fd, 'friendly'
+or 'raw', reset cause, 'real' or 'virtual', clock start, speed*1000, RTC µs,
+unique id (hex), PWM cost µs, WDT running (0/1).
+"""
+
+
+class FlashVfs:
+    """The flash directory as the ESP32's littlefs shows it: ilistdir gives sizes, statvfs a 2 MiB partition."""
+
+    BLOCK = 4096
+    BLOCKS = 512
+
+    def __init__(self, fs):
+        self.fs = fs
+
+    def mount(self, readonly, mkfs):
+        pass
+
+    def umount(self):
+        pass
+
+    def ilistdir(self, path):
+        base = path.rstrip("/") + "/" if path not in ("", ".") else ""
+        for name, kind, inode in self.fs.ilistdir(path):
+            yield name, kind, inode, 0 if kind == 0x4000 else self.fs.stat(base + name)[6]
+
+    def statvfs(self, path):
+        used = self._used("/")
+        free = max(0, self.BLOCKS - used)
+        return (self.BLOCK, self.BLOCK, self.BLOCKS, free, free, 0, 0, 0, 0, 255)
+
+    def _used(self, path):
+        blocks = 1
+        for name, kind, inode, size in self.ilistdir(path):
+            blocks += self._used(path + name + "/") if kind == 0x4000 else 1 + (size + self.BLOCK - 1) // self.BLOCK
+        return blocks
+
+    def open(self, path, mode):
+        return self.fs.open(path, mode)
+
+    def stat(self, path):
+        return self.fs.stat(path)
+
+    def chdir(self, path):
+        return self.fs.chdir(path)
+
+    def getcwd(self):
+        return self.fs.getcwd()
+
+    def mkdir(self, path):
+        return self.fs.mkdir(path)
+
+    def remove(self, path):
+        return self.fs.remove(path)
+
+    def rename(self, old, new):
+        return self.fs.rename(old, new)
+
+    def rmdir(self, path):
+        return self.fs.rmdir(path)
+
+
+class EspModule:
+    """A built-in module as the ESP32 port has it: the VM's own, with some names answered differently."""
+
+    def __init__(self, real, names):
+        for name in names:
+            setattr(self, name, names[name])
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def _boot():
+    import gc
+    import os
+    import sys
+
+    import vtime
+    import machine
+
+    from collections import namedtuple
+
+    me = sys.argv[0]
+    rfd, wfd, mode, cause, clock, start, speed, rtc, uid, pwm_cost, wdt = sys.argv[1:]
+    sys.argv.clear()
+    sys.modules["time"] = sys.modules["utime"] = sys.modules.pop("vtime")
+    sys.modules["umachine"] = machine
+    impl = sys.implementation
+    release = "%d.%d.%d" % impl.version[:3]
+    built = sys.version.split(" on ")[-1]
+    board = "Generic ESP32 module with ESP32"
+    uname = namedtuple("uname_result", ("sysname", "nodename", "release", "version", "machine"))(
+        "esp32", "esp32", release, "v%s on %s" % (release, built), board)
+    esp_impl = namedtuple("implementation", ("name", "version", "_machine", "_mpy", "_build"))(
+        impl.name, impl.version, board, impl._mpy, "ESP32_GENERIC")
+    sys.modules["os"] = sys.modules["uos"] = EspModule(os, {"uname": lambda: uname})
+    sys.modules["sys"] = sys.modules["usys"] = EspModule(sys, {
+        "platform": "esp32", "implementation": esp_impl, "version": "3.4.0; MicroPython v%s on %s" % (release, built)})
+    vtime.init(clock == "virtual", int(start), int(speed), int(rtc))
+    flash = os.getcwd()
+    os.umount("/")
+    os.mount(FlashVfs(os.VfsPosix(flash)), "/")
+    sys.path[:] = ["", ".frozen", "/lib"]
+    machine._init(int(rfd), int(wfd), bytes.fromhex(uid), int(cause), int(pwm_cost), wdt == "1")
+    sys.atexit(machine._exiting)
+
+    def run(name):
+        """execfile like pyexec_file: False if it raised; SystemExit soft-resets, as on the ESP32."""
+        try:
+            os.stat(name)
+        except OSError:
+            return True
+        try:
+            execfile(name)
+            return True
+        except SystemExit:
+            machine.soft_reset()
+        except BaseException as e:
+            try:
+                import io
+
+                text = io.StringIO()
+                sys.print_exception(e, text)
+                mine = '  File "%s"' % me
+                print("\n".join(l for l in text.getvalue().split("\n") if not l.startswith(mine)), end="")
+            except MemoryError:
+                sys.print_exception(e)
+            return False
+
+    if run("boot.py") and mode == "friendly":
+        run("main.py")
+    gc.collect()
+
+
+_boot()
+del _boot, FlashVfs, EspModule, __file__

