@@ -52,38 +52,49 @@ class Rates:
 def run(args):
     with Link(args.port) as link:
         hello = link.connect()
-        baud = args.baud or hello.get("robot", {}).get("link", {}).get("baud") or 115200
-        joints = [j["name"] for j in hello.get("robot", {}).get("joints", [])]
-        rates = Rates(link)
-        start = time.monotonic()
-        latest = {}
-        next_show = start + args.interval
-        shown_lines = 0
-        while True:
-            item = link.next_telemetry(timeout=0.1)
-            if item:
-                _, seq, t_us, latest = item
-                rates.add(t_us)
-            if link.error:
-                print(f"error: {link.error}", file=sys.stderr)
-                return 1
-            now = time.monotonic()
-            if now < next_show:
-                continue
-            next_show = now + args.interval
-            stats = rates.take(baud)
-            stats.update(drops=link.seq_gaps, crc_errors=link.decoder.crc_errors, resets=link.resets, elapsed_s=now - start)
-            if args.json:
-                print(json.dumps({**stats, "latest": latest}), flush=True)
-            else:
-                shown_lines = _draw(hello, joints, stats, latest, baud, shown_lines)
-            while not link.logs.empty():
-                _, level, text = link.logs.get_nowait()
-                if not args.json:
-                    print(f"[device] {text}")
-                    shown_lines = 0
-            if args.duration and now - start >= args.duration:
-                return 0
+        try:
+            stats = watch(link, hello, args.duration, args.interval, args.json, args.baud)
+        except KeyboardInterrupt:  # the normal way to stop watching
+            return 0
+    return 0 if stats is not None else 1
+
+
+def watch(link, hello, duration=None, interval=0.5, as_json=False, baud=None, quiet=False):
+    """Show telemetry until `duration` s pass or Ctrl-C; return the last interval's figures (None if the link died)."""
+    baud = baud or hello.get("robot", {}).get("link", {}).get("baud") or 115200
+    joints = [j["name"] for j in hello.get("robot", {}).get("joints", [])]
+    rates = Rates(link)
+    start = time.monotonic()
+    latest, stats = {}, {}
+    next_show = start + interval
+    shown_lines = 0
+    while True:
+        item = link.next_telemetry(timeout=0.1)
+        if item:
+            _, seq, t_us, latest = item
+            rates.add(t_us)
+        if link.error:
+            print(f"error: {link.error}", file=sys.stderr)
+            return None
+        now = time.monotonic()
+        if now < next_show:
+            continue
+        next_show = now + interval
+        stats = rates.take(baud)
+        stats.update(drops=link.seq_gaps, crc_errors=link.decoder.crc_errors, resets=link.resets, elapsed_s=now - start)
+        if quiet:
+            pass
+        elif as_json:
+            print(json.dumps({**stats, "latest": latest}), flush=True)
+        else:
+            shown_lines = _draw(hello, joints, stats, latest, baud, shown_lines)
+        while not link.logs.empty():
+            _, level, text = link.logs.get_nowait()
+            if not (as_json or quiet):
+                print(f"[device] {text}")
+                shown_lines = 0
+        if duration and now - start >= duration:
+            return {**stats, "latest": latest}
 
 
 def _draw(hello, joints, stats, latest, baud, shown_lines):

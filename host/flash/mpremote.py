@@ -6,20 +6,36 @@ mpremote's failures are turned into one-line errors that say what to do.
 import ast
 import subprocess
 import sys
+import threading
 
 from host.errors import DeviceError, PortError
 
 
-def mpremote(port, *actions, timeout=120, echo=False):
-    """Run `mpremote connect PORT <actions...>` and return its stdout."""
+def mpremote(port, *actions, timeout=120, on_line=None):
+    """Run `mpremote connect PORT <actions...>` and return its stdout (each line also to on_line)."""
     cmd = [sys.executable, "-m", "mpremote", "connect", port, *actions]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
     try:
-        proc = subprocess.run(cmd, capture_output=not echo, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise DeviceError(f"mpremote got no answer from {port} within {timeout} s: reset the board and try again")
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if on_line:
+                on_line(line.rstrip("\n"))
+        err = proc.stderr.read()
+        proc.wait()
+    finally:
+        timer.cancel()
+    out = "".join(lines)
+    if proc.returncode == -9:
+        raise DeviceError(
+            f"no MicroPython REPL answered on {port} within {timeout} s: reset the board; if MicroPython is not "
+            f"installed, write it with `host flash --micropython FIRMWARE.bin --port {port}`"
+        )
     if proc.returncode != 0:
-        raise _explain(port, (proc.stderr or "") + (proc.stdout or ""))
-    return proc.stdout or ""
+        raise _explain(port, err + out)
+    return out
 
 
 def _explain(port, output):
@@ -42,7 +58,7 @@ def board_info(port):
         "print(repr((sys.implementation.name, tuple(sys.implementation.version[:3]), "
         "getattr(sys.implementation, '_mpy', 0), os.uname().machine)))"
     )
-    out = mpremote(port, "exec", code, timeout=30)
+    out = mpremote(port, "exec", code, timeout=15)
     try:
         name, version, mpy, machine = ast.literal_eval(out.strip().splitlines()[-1])
     except (ValueError, SyntaxError, IndexError):
