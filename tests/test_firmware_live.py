@@ -112,7 +112,7 @@ def test_hello_and_telemetry_at_the_configured_rate(gen0, wire):
     assert names[:4] == ["busy_us", "overruns", "mode", "flags"] and "shoulder_deg" in names and "gz" in names
     wire.pump(0.3)  # past the stall of the hello frame (~0.2 s of link time at 115200)
     tele = wire.telemetry(wire.pump(2.0))
-    assert rate_of(tele) == pytest.approx(robot["loop"]["rate_hz"], rel=0.01)
+    assert rate_of(tele) == pytest.approx(robot["loop"]["rate_hz"], rel=0.03)  # device clock; slack for a busy host
     gaps = [(b[1] - a[1]) % P.TICKS_PERIOD for a, b in zip(tele, tele[1:])]
     assert statistics.median(gaps) == pytest.approx(1e6 / robot["loop"]["rate_hz"], abs=200)
     seqs = [s for s, _, _ in tele]  # nothing but telemetry in this window
@@ -138,9 +138,9 @@ def test_500_hz_with_telemetry_on_a_921600_baud_link(make_sim):
         after = wire.ok("status")
     finally:
         wire.close()
-    assert rate_of(tele) >= 500 * 0.99  # slack for a host too busy to run the VM in real time
+    assert rate_of(tele) >= 500 * 0.95  # device clock; slack for a host too busy to run the VM in real time
     ticks_per_s = (after["ticks"] - before["ticks"]) / (after["uptime_ms"] - before["uptime_ms"]) * 1000
-    assert ticks_per_s >= 500 * 0.99
+    assert ticks_per_s >= 500 * 0.95
     assert statistics.median(t["busy_us"] for _, _, t in tele) < 1000
 
 

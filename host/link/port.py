@@ -39,6 +39,6 @@ def _explain(port, e):
         return PortError(f"no permission to open {port}: add yourself to the 'dialout' group (sudo usermod -aG dialout $USER) and log in again")
     if code in (errno.ENOENT, errno.ENXIO, errno.ENODEV) or "No such file" in text:
         return PortError(f"no serial port at {port}: run `host ports` to list the ports on this machine")
-    if code == errno.ENOTTY or "Inappropriate ioctl" in text:
+    if code in (errno.ENOTTY, errno.EISDIR) or "Inappropriate ioctl" in text or "Is a directory" in text:
         return PortError(f"{port} is not a serial port: run `host ports` to list the ports on this machine")
     return PortError(f"cannot open {port}: {text}")
