@@ -166,6 +166,7 @@ class FrameDecoder:
     feed() returns [(ftype, seq, t_us, payload)] for each intact frame of our version. A stretch
     between FLAGs that fails to decode counts as a damaged frame when its first byte carries our
     version nibble, otherwise as text (REPL output, tracebacks), kept for take_text().
+    feed_runs() returns the same frames unparsed, in bulk, for loading stored sessions fast.
     """
 
     def __init__(self):
@@ -180,14 +181,25 @@ class FrameDecoder:
         self._tail = bytearray()  # bytes after the last FLAG
         self._mode = _BUFFER
         self._text = bytearray()
+        self._runs = {}  # (frame size, count) -> what a run of them must look like, see _expected
 
     def feed(self, data):
         """Frames completed by these bytes; partial ones wait for the next call."""
         out = []
-        parts = bytes(data).split(_FLAG_B)
-        last = len(parts) - 1
-        if last:
-            first = parts[0]
+        for size, run in self.feed_runs(data):
+            for o in range(0, len(run), size):
+                byte0, seq, t_us = struct.unpack_from(_HEADER, run, o)
+                out.append((byte0 & 15, seq, t_us, run[o + HEADER_SIZE:o + size - 4]))
+        return out
+
+    def feed_runs(self, data):
+        """feed()'s frames unstuffed and checked but not unpacked: [(size, run)], in stream order, where
+        run holds len(run) // size consecutive frames (header, payload, crc32) of `size` bytes each."""
+        out = []
+        data = bytes(data)
+        first_flag = data.find(_FLAG_B)
+        if first_flag >= 0:
+            first = data[:first_flag]
             if self._mode == _BUFFER:
                 if self._tail:
                     first = bytes(self._tail) + first
@@ -197,11 +209,11 @@ class FrameDecoder:
             elif self._mode == _TEXT and first:
                 self._keep_text(first)
             self._mode = _BUFFER
-            for i in range(1, last):
-                p = parts[i]
-                if p:
-                    self._part(p, out)
-        self._grow(parts[last])
+            last_flag = data.rfind(_FLAG_B)
+            if last_flag > first_flag + 1:
+                self._between(data[first_flag + 1:last_flag], out)
+            data = data[last_flag + 1:]
+        self._grow(data)
         return out
 
     def take_text(self):
@@ -230,6 +242,63 @@ class FrameDecoder:
                 self._keep_text(self._tail)
             self._tail = bytearray()
 
+    def _between(self, middle, out):
+        """The stretches between a chunk's first and last FLAG. Frames that each come between their own
+        pair of FLAGs (as the device sends them) are checked as one run; anything else is taken apart."""
+        whole = middle.replace(_FLAG_B, b"")
+        flags = len(middle) - len(whole)
+        if not flags & 1 and self._run(whole, flags // 2 + 1, out):
+            return
+        parts = list(filter(None, middle.split(_FLAG_B)))
+        sizes = [len(p) - p.count(_ESC_B) for p in parts]  # unstuffed sizes, if the escapes are sound
+        i = 0
+        while i < len(parts):
+            j = i + 1
+            while j < len(parts) and sizes[j] == sizes[i]:
+                j += 1
+            if j - i == 1 or not self._run(b"".join(parts[i:j]), j - i, out):
+                for k in range(i, j):
+                    self._part(parts[k], out)
+            i = j
+
+    def _run(self, stuffed, n, out):
+        """Accept these stuffed stretches as n frames of one size if all of them are intact.
+
+        crc32 is affine, so a frame followed by its own crc32 moves the CRC register the same way
+        whatever its content: n intact frames of one size end at one value (see _expected).
+        Damage anywhere in the run changes it, as it would change a single frame's check.
+        """
+        run = _unstuff(stuffed) if ESC in stuffed else stuffed
+        if run is None:
+            return False
+        size, rest = divmod(len(run), n)
+        if rest or not OVERHEAD <= size <= MAX_FRAME:
+            return False
+        crc, firsts = self._expected(size, n)
+        if binascii.crc32(run) != crc:
+            return False
+        for byte0 in set(struct.unpack_from(firsts, run)):
+            if byte0 >> 4 != PROTOCOL_VERSION:
+                return False
+        self.frames += n
+        out.append((size, run))
+        return True
+
+    def _expected(self, size, n):
+        """(crc32 of n intact frames of `size` bytes back to back, struct format of their first bytes)."""
+        key = (size, n)
+        expected = self._runs.get(key)
+        if expected is None:
+            zeros = bytes(size)
+            base = _RESIDUE ^ binascii.crc32(zeros)  # crc32(frame, c) == base ^ crc32(zeros, c) for any intact frame
+            crc = 0
+            for _ in range(n):
+                crc = base ^ binascii.crc32(zeros, crc)
+            if len(self._runs) >= 256:  # noise makes odd (size, n) pairs: keep the cache small
+                self._runs = {}
+            expected = self._runs[key] = (crc, "B%dx" % (size - 1) * n)
+        return expected
+
     def _part(self, part, out):
         if len(part) > _MAX_STUFFED:
             if part[0] & 0xF0 == _V4:
@@ -237,20 +306,14 @@ class FrameDecoder:
             else:
                 self._keep_text(part)
             return
-        raw = part
-        if ESC in part:
-            if part.count(_ESC_B) == part.count(b"\x7d\x5e") + part.count(b"\x7d\x5d"):
-                raw = part.replace(b"\x7d\x5e", _FLAG_B).replace(b"\x7d\x5d", _ESC_B)
-            else:
-                raw = None
+        raw = _unstuff(part) if ESC in part else part
         if raw is not None and OVERHEAD <= len(raw) <= MAX_FRAME and binascii.crc32(raw) == _RESIDUE:
-            byte0, seq, t_us = struct.unpack_from(_HEADER, raw)
-            if byte0 & 0xF0 == _V4:
+            if raw[0] & 0xF0 == _V4:
                 self.frames += 1
-                out.append((byte0 & 15, seq, t_us, raw[HEADER_SIZE:-4]))
+                out.append((len(raw), raw))
             else:
                 self.version_errors += 1
-                self.peer_version = byte0 >> 4
+                self.peer_version = raw[0] >> 4
         elif part[0] & 0xF0 != _V4:
             self._keep_text(part)
         elif raw is None:
@@ -267,6 +330,12 @@ class FrameDecoder:
         self._text += data
         if len(self._text) > 2 * _TEXT_KEEP:
             self._text = self._text[-_TEXT_KEEP:]
+
+
+def _unstuff(stuffed):
+    """The bytes before stuffing, or None when an escape is malformed (each ESC must have consumed one byte)."""
+    raw = stuffed.replace(b"\x7d\x5e", _FLAG_B).replace(b"\x7d\x5d", _ESC_B)
+    return raw if len(stuffed) - len(raw) == stuffed.count(_ESC_B) else None
 
 
 def ack_payload(cmd_seq, code, data=b""):
@@ -426,13 +495,17 @@ def decode_chunk(arg):
 
 
 class Unwrapper:
-    """Turns a wrapping counter (ticks mod 2**30, seq mod 2**16) into an increasing int.
+    """Turns a wrapping counter (ticks mod 2**30, seq mod 2**16) into an unwrapped int.
 
-    Assumes consecutive values are less than one period apart; a device reset needs a new one.
+    Counters only go forward (seq): steps are taken mod the period. Clocks (`signed=True`)
+    may step back a little -- a log frame stamped mid-tick comes before the next tick's
+    telemetry stamped at the tick's start -- so steps are taken within +-half a period.
+    A device reset needs a new one.
     """
 
-    def __init__(self, period):
+    def __init__(self, period, signed=False):
         self.period = period
+        self.half = period // 2 if signed else 0
         self.last = None
         self.value = None
 
@@ -440,14 +513,14 @@ class Unwrapper:
         if self.last is None:
             self.value = raw
         else:
-            self.value += (raw - self.last) % self.period
+            self.value += (raw - self.last + self.half) % self.period - self.half
         self.last = raw
         return self.value
 
 
 def unwrap_ticks(ticks):
-    """Device µs stamps (mod TICKS_PERIOD) as monotonically increasing µs."""
-    u = Unwrapper(TICKS_PERIOD)
+    """Device µs stamps (mod TICKS_PERIOD) as unwrapped µs (small steps back are kept as such)."""
+    u = Unwrapper(TICKS_PERIOD, signed=True)
     return [u(t) for t in ticks]
 
 

@@ -44,7 +44,7 @@ class Link:
         self.rx_bytes = 0
         self.frames = 0
         self.seq_gaps = 0  # frames the device sent that never arrived (sequence gaps)
-        self.resets = 0  # hello frames seen after the first one (device restarted)
+        self.resets = 0  # restarts of the device seen (a hello that starts the sequence again)
         self._last_seq = None
         self._seq = 0
         self._acks = {}
@@ -113,8 +113,8 @@ class Link:
                 hello = json.loads(payload)
             except ValueError:
                 return
-            if self.hello is not None:
-                self.resets += 1
+            if self.hello is not None and seq == 0 and self._last_seq != 0xFFFF:
+                self.resets += 1  # a boot's first frame; a hello we asked for continues the sequence
             self.hello = hello
             self.schema = TelemetrySchema.from_hello(hello) if hello.get("schema") else None
             self._last_seq = seq
@@ -181,6 +181,22 @@ class Link:
             f"no answer to `{name}` from {self.port_name} after {retries + 1} tries: "
             f"is the firmware running? (`host flash --port {self.port_name}` installs and starts it)"
         )
+
+    def send(self, name, *args):
+        """Send a command without waiting for its ack (streaming `set` at a fixed rate); returns its seq.
+
+        The ack, when it comes, waits in take_ack(seq): collect them, or they pile up.
+        """
+        if self.error:
+            raise DeviceError(self.error)
+        self._seq = self._seq % 65535 + 1
+        self.send_raw(P.encode_command(self._seq, name, [str(a) for a in args]))
+        return self._seq
+
+    def take_ack(self, seq):
+        """(code, data) of the ack of a command sent with send(), or None while it has not come."""
+        with self._ack_cv:
+            return self._acks.pop(seq, None)
 
     def request_json(self, name, *args, **kw):
         data = self.request(name, *args, **kw)

@@ -1,0 +1,58 @@
+"""`host collect`: run an on-device program and record every frame into a session."""
+
+import json
+import signal
+import threading
+
+from host.collect import collect
+from host.errors import UserError
+
+
+def add_parser(sub):
+    p = sub.add_parser("collect", help="record a telemetry session while the board runs a program")
+    p.add_argument("--port", required=True, help="serial port of the board (see `host ports`)")
+    p.add_argument("--duration", type=float, metavar="S",
+                   help="seconds to record (default: the program's own duration; with --program idle: until Ctrl-C)")
+    p.add_argument("--program", default="steps",
+                   help="on-device program: steps, chirp, sweep, prbs, or idle (just record); default steps")
+    p.add_argument("--seed", type=int, help="the program's seed (steps, prbs)")
+    p.add_argument("--param", action="append", default=[], metavar="K=V", help="a program parameter (repeatable)")
+    p.add_argument("--name", help="session name (default: from the date and time)")
+    p.add_argument("--out", metavar="DIR", help="sessions directory (default $POLYNIOD_SESSIONS or ./sessions)")
+    p.add_argument("--json", action="store_true", help="print the final summary as JSON on stdout")
+    p.set_defaults(run=run)
+
+
+def parse_params(items):
+    params = {}
+    for item in items:
+        k, eq, v = item.partition("=")
+        if not eq or not k or not v:
+            raise UserError(f"--param {item}: give key=value, e.g. --param dwell_max_ms=500")
+        params[k] = v
+    return params
+
+
+def run(args):
+    params = parse_params(args.param)
+    summary = with_stop_signals(lambda stop: collect(
+        args.port, program=args.program, seed=args.seed, params=params, duration=args.duration,
+        name=args.name, out=args.out, stop=stop))
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"session {summary['session']}: {summary['telemetry_frames']} frames in {summary['duration_s']:.1f} s "
+              f"({summary['rate_hz']:.1f} Hz), {summary['drops']} dropped, {summary['crc_errors']} crc errors, "
+              f"{summary['segments']} segment(s); {summary['reason']}")
+    return 0
+
+
+def with_stop_signals(work):
+    """work(stop): Ctrl-C and SIGTERM set `stop`, so the session ends cleanly instead of mid-write."""
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return work(stop)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

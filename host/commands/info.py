@@ -1,0 +1,86 @@
+"""`host info SESSION`: one session in detail -- where it came from, its segments and schema, what was lost."""
+
+import datetime
+import json
+
+import numpy as np
+
+from host.commands.sessions import duration
+from host.sessions import find_session, load
+
+LOG_LEVELS = {0: "debug", 1: "info", 2: "warn", 3: "error"}
+SHOWN_LOGS = 20
+
+
+def add_parser(sub):
+    p = sub.add_parser("info", help="show one recorded session in detail")
+    p.add_argument("session", metavar="SESSION", help="a session file, or a name in the sessions directory")
+    p.add_argument("--dir", help="sessions directory (default: $POLYNIOD_SESSIONS or ./sessions)")
+    p.add_argument("--json", action="store_true", help="print everything as one JSON object")
+    p.set_defaults(run=run)
+
+
+def describe(s):
+    """Everything about a loaded session that fits in JSON (no columns)."""
+    return {
+        "name": s.name, "path": str(s.path), "complete": s.complete, "header": s.header, "end": s.end,
+        "segments": [{
+            "id": seg["id"], "frames": seg["frames"], "drops": seg["drops"], "t0_host": seg["t0_host"],
+            "firmware": (seg["hello"] or {}).get("fw"), "protocol": (seg["hello"] or {}).get("proto"),
+            "board_id": (seg["hello"] or {}).get("board_id"),
+            "schema": seg["schema"].fields if seg["schema"] else None,
+        } for seg in s.segments],
+        "units": s.units, "stats": s.stats,
+        "markers": [{"host_time": t, **event} for t, event in s.markers],
+        "logs": [{"host_time": t, "level": LOG_LEVELS.get(level, level), "text": text} for t, level, text in s.logs],
+        "acks": len(s.acks), "text": s.text,
+    }
+
+
+def run(args):
+    s = load(find_session(args.session, args.dir))
+    if args.json:
+        print(json.dumps(describe(s), indent=2, default=_plain))
+        return 0
+    h, st = s.header, s.stats
+    program = h.get("program") or {}
+    print(f"session   {s.name}  ({s.path})")
+    print(f"state     {'complete' if s.complete else 'INCOMPLETE'}" + (f": {s.end.get('reason')}" if s.end and s.end.get("reason") else
+                                                                      "" if s.end else " (no end record: the recording was killed)"))
+    print(f"created   {h.get('created', '?')}  by polyniod {(h.get('software') or {}).get('version', '?')} on {(h.get('host') or {}).get('hostname', '?')}")
+    print(f"port      {h.get('port', '?')} at {h.get('baud', '?')} baud")
+    if isinstance(program, dict) and program:
+        params = " ".join(f"{k}={v}" for k, v in (program.get("params") or {}).items())
+        print(f"program   {program.get('name', '?')}  seed {program.get('seed', '-')}" + (f"  {params}" if params else ""))
+    elif program:
+        print(f"program   {program}")
+    print(f"duration  {duration(st['duration_s'])}   {st['telemetry_frames']} telemetry frames at {st['rate_hz']:.1f} Hz")
+    print(f"lost      drops {st['drops']}  crc errors {st['crc_errors']}  bad escapes {st['bad_escape']}  "
+          f"skipped bytes {st['skipped_bytes']}  truncated bytes {st['truncated_bytes']}  garbage bytes {st['garbage_bytes']}")
+    print(f"frames    " + "  ".join(f"{k} {v}" for k, v in st["frames"].items()))
+    for seg in s.segments:
+        hello = seg["hello"] or {}
+        print(f"segment {seg['id']}  {seg['frames']} frames  drops {seg['drops']}  firmware {hello.get('fw', '?')}  "
+              f"protocol {hello.get('proto', '?')}  board {hello.get('board_id', '?')}  from {_clock(seg['t0_host'])}")
+    schemas = [seg["schema"] for seg in s.segments if seg["schema"]]
+    if schemas:
+        print("schema    " + "  ".join(f"{name}[{unit}]" if unit else name for name, unit in zip(schemas[0].names, schemas[0].units)))
+    for t, event in s.markers:
+        print(f"marker    {_clock(t)}  " + json.dumps(event, default=str))
+    for t, level, text in s.logs[-SHOWN_LOGS:]:
+        print(f"log       {_clock(t)}  {LOG_LEVELS.get(level, level)}: {text}")
+    if len(s.logs) > SHOWN_LOGS:
+        print(f"          ({len(s.logs) - SHOWN_LOGS} earlier log lines: see --json)")
+    if s.text.strip():
+        print("device printed outside frames:\n  " + "\n  ".join(s.text.strip().splitlines()[-10:]))
+    return 0
+
+
+def _clock(t):
+    return datetime.datetime.fromtimestamp(t).strftime("%H:%M:%S.%f")[:-3] if t is not None else "?"
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)

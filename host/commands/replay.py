@@ -1,0 +1,79 @@
+"""`host replay`: a recorded session again -- offline (statistics, plot) or onto a robot (--to-port)."""
+
+import json
+import sys
+
+from host.commands.collect import with_stop_signals
+from host.errors import UserError
+from host.replay import plot, replay, replay_to_port
+from host.sessions import find_session, load
+
+
+def add_parser(sub):
+    p = sub.add_parser("replay", help="replay a session: statistics and a plot, or its commands onto a robot")
+    p.add_argument("session", metavar="SESSION", help="session file or name (see `host sessions`)")
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, default=1.0, metavar="X", help="play at X times the recorded speed (default 1)")
+    pace.add_argument("--max", action="store_true", help="play as fast as possible")
+    p.add_argument("--plot", metavar="FILE.png", help="write a plot: commanded vs measured per joint, and the IMU")
+    p.add_argument("--to-port", metavar="PORT", help="send the recorded servo commands to the robot on PORT and record it")
+    p.add_argument("--name", help="name of the new session (--to-port)")
+    p.add_argument("--out", metavar="DIR",
+                   help="sessions directory: where SESSION is looked up by name and the new session goes "
+                        "(default $POLYNIOD_SESSIONS or ./sessions)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    p.set_defaults(run=run)
+
+
+def run(args):
+    path = find_session(args.session, args.out)
+    if args.to_port:
+        if args.max or args.speed != 1.0 or args.plot:
+            raise UserError("--to-port replays at the recorded timing: drop --speed/--max/--plot (plot the new session afterwards)")
+        result = with_stop_signals(lambda stop: replay_to_port(path, args.to_port, name=args.name,
+                                                                out=args.out, stop=stop))
+        _show_to_port(result, args.json)
+        return 0
+    if not args.max and not args.speed > 0:
+        raise UserError(f"--speed {args.speed}: give a factor > 0 (or --max)")
+    session = load(path)
+    if not args.max:
+        span = session.stats["duration_s"] / args.speed
+        print(f"replaying {session.name} at x{args.speed:g}: {span:.1f} s (--max: at once)", file=sys.stderr)
+    stats = replay(session, speed=None if args.max else args.speed)
+    if args.plot:
+        plot(session, args.plot)
+        stats["plot"] = args.plot
+    if args.json:
+        print(json.dumps(stats))
+        return 0
+    iv = stats["interval_us"]
+    print(f"{args.session}: {stats['frames']} frames in {stats['duration_s']:.2f} s ({stats['rate_hz']:.1f} Hz), "
+          f"{stats['segments']} segment(s), {'complete' if stats['complete'] else 'INCOMPLETE'}")
+    print(f"  device loop interval: nominal {iv['nominal']} us, mean {iv['mean']}, jitter (std) {iv['jitter_std']}, "
+          f"p99 {iv['p99']}, max {iv['max']}")
+    print(f"  dropped frames {stats['drops']}, crc errors {stats['crc_errors']}; "
+          f"played {stats['played']['frames']} frames in {stats['played']['seconds']:.2f} s")
+    if args.plot:
+        print(f"  plot: {args.plot}")
+    return 0
+
+
+def _show_to_port(result, as_json):
+    if as_json:
+        print(json.dumps(result))
+        return
+    s, c = result["session"], result["commands"]
+    print(f"new session {s['session']}: {s['telemetry_frames']} frames, {s['drops']} dropped, {s['crc_errors']} crc errors; "
+          f"{c['sets']} set commands, {c['acked']} acked, {c['refused']} refused, {c['lost']} unanswered")
+    if c["watchdog_frames"]:
+        print(f"  the robot held on its watchdog for {c['watchdog_frames']} frames: the host fell behind", file=sys.stderr)
+    for why in c["refusals"]:
+        print(f"  refused: {why}", file=sys.stderr)
+    cmp = result.get("compare")
+    if cmp:
+        print(f"measured angles, replay vs original over {cmp['compared_s']:.2f} s ({cmp['frames']} frames):")
+        for j, d in cmp["joints"].items():
+            print(f"  {j:<10} rmse {d['rmse_deg']:.2f} deg   max {d['max_deg']:.2f} deg")
+    else:
+        print(f"replay ended early ({s['reason']}): no comparison")

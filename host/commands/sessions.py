@@ -1,0 +1,43 @@
+"""`host sessions`: the recorded sessions, one line each (name, start, duration, frames, drops, program)."""
+
+import json
+
+from host.sessions import list_sessions, sessions_dir
+
+
+def add_parser(sub):
+    p = sub.add_parser("sessions", help="list recorded sessions")
+    p.add_argument("--dir", help="sessions directory (default: $POLYNIOD_SESSIONS or ./sessions)")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args):
+    rows = list_sessions(args.dir)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no sessions in {sessions_dir(args.dir)} (record one with `host collect --port PORT`)")
+        return 0
+    table = [("name", "start", "duration", "frames", "drops", "program", "complete")]
+    for r in rows:
+        if "error" in r:
+            table.append((r["name"], "-", "-", "-", "-", "-", r["error"]))
+            continue
+        table.append((r["name"], (r["created"] or "-")[:19].replace("T", " "), duration(r["duration_s"]),
+                      str(r["frames"]), str(r["drops"]), r["program"] or "-", "yes" if r["complete"] else "NO"))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
+def duration(seconds):
+    """12.3 s, 4:05, 1:02:03."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"

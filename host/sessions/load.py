@@ -1,0 +1,298 @@
+"""A stored session back as numpy columns, decoded by the same FrameDecoder the live link uses.
+
+The B records go through one decoder record by record, as the link fed it read by read, so every
+frame comes out as it did live and gets the host time of the read that completed it. Frames come
+back in bulk (FrameDecoder.feed_runs) and become columns with a few numpy operations over all of
+them; only hellos, acks and logs are handled one by one.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from polyniod_firmware import protocol as P
+
+from host.errors import UserError
+from host.link.schema import TelemetrySchema
+from host.sessions.store import (BYTES, END, HEADER, MARKER, SUFFIX, decode_json, read_end, read_header, read_records,
+                                 sessions_dir)
+
+FRAME_NAMES = {P.T_HELLO: "hello", P.T_TELEMETRY: "telemetry", P.T_ACK: "ack", P.T_LOG: "log"}
+BASE_UNITS = {"t": "s", "t_host": "s", "seq": "", "segment": ""}
+_FRAME_HEADER = np.dtype([("byte0", "u1"), ("seq", "<u2"), ("t_us", "<u4")])  # protocol._HEADER
+
+
+class Session:
+    """One loaded session; SESSIONS.md says what each attribute holds."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.name = self.path.name[:-len(SUFFIX)] if self.path.name.endswith(SUFFIX) else self.path.name
+        self.header = {}
+        self.end = None
+        self.complete = False
+        self.markers = []
+        self.segments = []
+        self.columns = {}
+        self.units = {}
+        self.logs = []
+        self.acks = []
+        self.stats = {}
+        self.text = ""
+
+    def __len__(self):
+        return len(self.columns["t"])
+
+    def __repr__(self):
+        return (f"<Session {self.name}: {len(self)} telemetry frames, {len(self.segments)} segment(s), "
+                f"{'complete' if self.complete else 'incomplete'}>")
+
+
+def load(path):
+    """The session stored in `path`. Never raises on damage (stats say what was skipped);
+    UserError when the file cannot be read or is not a session file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read session {path}: {e.strerror or e}") from None
+    try:
+        records, record_stats = read_records(data)
+    except UserError as e:
+        raise type(e)(f"{path} is {e}") from None
+    s = Session(path)
+    decoder = P.FrameDecoder()
+    run_sizes, run_blobs, run_reads, read_times, text = [], [], [], [], []
+    for kind, host_time, payload in records:
+        if kind == BYTES:
+            runs = decoder.feed_runs(payload)
+            if runs:
+                read_times.append(host_time)
+                for size, blob in runs:
+                    run_sizes.append(size)
+                    run_blobs.append(blob)
+                    run_reads.append(len(read_times) - 1)
+            chunk = decoder.take_text()
+            if chunk:
+                text.append(chunk)
+        elif kind == HEADER:
+            s.header = s.header or decode_json(payload)
+        elif kind == MARKER:
+            s.markers.append((host_time, decode_json(payload)))
+        elif kind == END:
+            s.end = decode_json(payload)
+    s.complete = bool(s.end and s.end.get("complete"))
+    s.text = b"".join(text).decode("utf-8", "replace")
+    frames = _Frames(run_sizes, run_blobs, run_reads, read_times)
+    s.stats = {"frames": _count_types(frames)}
+    _segments(s, frames, _hellos_acks_logs(s, frames))
+    times = [t for _, t, _ in records]
+    s.stats.update({
+        "telemetry_frames": len(s),
+        "drops": sum(seg["drops"] for seg in s.segments),
+        "crc_errors": decoder.crc_errors, "garbage_bytes": decoder.garbage, "bad_escape": decoder.bad_escape,
+        "oversize": decoder.oversize, "short": decoder.short, "version_errors": decoder.version_errors,
+        "skipped_bytes": record_stats["skipped_bytes"], "damaged_records": record_stats["damaged"],
+        "truncated_bytes": record_stats["truncated_bytes"], "unknown_records": record_stats["unknown_records"],
+        "records": record_stats["records"], "bytes": sum(len(p) for k, _, p in records if k == BYTES),
+        "duration_s": max(times) - min(times) if times else 0.0, "rate_hz": _rate(s), "complete": s.complete,
+    })
+    return s
+
+
+class _Frames:
+    """Every decoded frame, as arrays: where it starts in one joined buffer, its size, type, seq, ticks, host time."""
+
+    def __init__(self, run_sizes, run_blobs, run_reads, read_times):
+        sizes = np.array(run_sizes, dtype=np.int64)
+        counts = np.array([len(b) for b in run_blobs], dtype=np.int64) // np.maximum(sizes, 1)
+        self.buf = np.frombuffer(b"".join(run_blobs), dtype=np.uint8)
+        self.size = np.repeat(sizes, counts)
+        self.start = np.cumsum(self.size) - self.size
+        header = _rows(self.buf, self.start, _FRAME_HEADER.itemsize).view(_FRAME_HEADER)[:, 0]
+        self.type = header["byte0"] & 15
+        self.seq = header["seq"].astype(np.int64)
+        self.ticks = header["t_us"].astype(np.int64)
+        self.host_time = np.repeat(np.array(read_times, dtype=np.float64)[np.array(run_reads, dtype=np.int64)], counts)
+
+    def __len__(self):
+        return len(self.size)
+
+    def payload(self, i):
+        start = self.start[i]
+        return self.buf[start + P.HEADER_SIZE:start + self.size[i] - 4].tobytes()
+
+
+def _count_types(frames):
+    counts = dict.fromkeys(FRAME_NAMES.values(), 0)
+    for ftype, n in enumerate(np.bincount(frames.type, minlength=16).tolist()):
+        if n:
+            name = FRAME_NAMES.get(ftype, "other")
+            counts[name] = counts.get(name, 0) + n
+    return counts
+
+
+def _hellos_acks_logs(s, frames):
+    """Decode the frames that are not telemetry, one by one; [(frame index, hello)] of the usable hellos."""
+    hellos = []
+    bad = 0
+    for i in np.flatnonzero(frames.type != P.T_TELEMETRY).tolist():
+        ftype, payload, host_time = frames.type[i], frames.payload(i), float(frames.host_time[i])
+        if ftype == P.T_HELLO:
+            try:
+                hello = json.loads(payload)
+            except ValueError:
+                hello = None
+            if isinstance(hello, dict) and hello.get("schema"):
+                hellos.append((i, hello))
+            else:
+                bad += 1
+        elif ftype == P.T_ACK and len(payload) >= 3:
+            s.acks.append((host_time, *P.parse_ack(payload)))
+        elif ftype == P.T_LOG and payload:
+            s.logs.append((host_time, *P.parse_log(payload)))
+    s.stats["bad_hellos"] = bad
+    return hellos
+
+
+def _segments(s, frames, hellos):
+    """Split the frames into device runs and decode each run's telemetry by its own schema.
+
+    A hello starts a new segment when it is a boot's first frame (seq 0, not a wrap from 65535, as
+    Link counts resets) or brings another schema; a hello the host asked for continues the run.
+    Frames before the first hello belong to it unless it is a boot's; else they get the header's.
+    """
+    bounds = [[0, None]]  # [first frame, hello] of each segment
+    for i, hello in hellos:
+        current = bounds[-1]
+        boot = frames.seq[i] == 0 and (i == 0 or frames.seq[i - 1] != 0xFFFF)
+        if boot or current[1] is not None and current[1]["schema"] != hello["schema"]:
+            bounds.append([i, hello])
+        elif current[1] is None:
+            current[1] = hello
+    stops = [first for first, _ in bounds[1:]] + [len(frames)]
+    if bounds[0][1] is None:
+        if stops[0] > 0:
+            hello = s.header.get("hello")
+            bounds[0][1] = hello if isinstance(hello, dict) and hello.get("schema") else None
+        else:  # nothing before the first hello
+            del bounds[0], stops[0]
+    pieces, rows, undecoded, wrong_size = [], 0, 0, 0
+    for seg_id, ((first, hello), stop) in enumerate(zip(bounds, stops)):
+        seq, ticks = frames.seq[first:stop], frames.ticks[first:stop]
+        half = P.TICKS_PERIOD // 2  # as P.unwrap_ticks: steps within +-half a period (log frames may step back)
+        device_us = ticks[0] + np.concatenate(([0], np.cumsum((np.diff(ticks) + half) % P.TICKS_PERIOD - half)))
+        seq_count = seq[0] + np.concatenate(([0], np.cumsum(np.diff(seq) & 0xFFFF)))  # as P.unwrap_seqs
+        telemetry = np.flatnonzero(frames.type[first:stop] == P.T_TELEMETRY)
+        schema = TelemetrySchema.from_hello(hello) if hello else None
+        if schema is None:
+            undecoded += len(telemetry)
+            telemetry = telemetry[:0]
+        else:
+            fits = frames.size[first + telemetry] == schema.size + P.OVERHEAD
+            wrong_size += int(len(fits) - fits.sum())
+            telemetry = telemetry[fits]
+        piece = {"t": device_us[telemetry] / 1e6, "t_host": frames.host_time[first + telemetry],
+                 "seq": seq_count[telemetry], "segment": np.full(len(telemetry), seg_id, dtype=np.int64)}
+        if schema is not None:
+            piece.update(_decode(frames, first + telemetry, schema))
+        pieces.append(piece)
+        s.segments.append({"id": seg_id, "hello": hello, "schema": schema, "frames": len(telemetry),
+                           "rows": (rows, rows + len(telemetry)), "t0_host": float(frames.host_time[first]),
+                           "drops": int(((np.diff(seq) - 1) & 0xFFFF).sum())})
+        rows += len(telemetry)
+    s.units = dict(BASE_UNITS)
+    for seg in s.segments:
+        for name, unit in zip(seg["schema"].names, seg["schema"].units) if seg["schema"] else ():
+            if s.units.setdefault(name, unit) != unit:
+                raise UserError(f"{s.path}: its segments disagree on the unit of {name!r} ({s.units[name]!r}, {unit!r})")
+    lengths = [len(p["t"]) for p in pieces]
+    s.columns = {name: _concat([p.get(name) for p in pieces], lengths) for name in s.units}
+    s.stats["undecoded_frames"] = undecoded
+    s.stats["wrong_size_frames"] = wrong_size
+
+
+def _decode(frames, index, schema):
+    """{field: values in its unit} of the telemetry frames at these indices (all of one schema)."""
+    packed = schema.numpy_dtype()
+    names = list(packed.names)
+    in_frame = np.dtype({"names": names, "formats": [packed.fields[n][0] for n in names],
+                         "offsets": [packed.fields[n][1] + P.HEADER_SIZE for n in names],
+                         "itemsize": schema.size + P.OVERHEAD})
+    raw = _rows(frames.buf, frames.start[index], in_frame.itemsize).view(in_frame)[:, 0]
+    return {name: raw[name].astype(np.int64) if scale == 1 and raw[name].dtype.kind in "iu"
+            else raw[name] * np.float64(scale) for name, scale in zip(names, schema.scales)}
+
+
+def _rows(buf, starts, size):
+    """buf[start:start + size] for each start, as one contiguous (len(starts), size) uint8 array."""
+    if len(buf) < size:
+        return np.zeros((len(starts), size), np.uint8)
+    return np.ascontiguousarray(sliding_window_view(buf, size)[starts])
+
+
+def _concat(parts, lengths):
+    """One column from the segments' pieces: float64 with NaN where a segment's schema lacks the field."""
+    if all(p is not None for p in parts):
+        return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0)
+    return np.concatenate([np.full(n, np.nan) if p is None else p.astype(np.float64) for p, n in zip(parts, lengths)])
+
+
+def _rate(s):
+    """Telemetry frames per second of device time, over all segments."""
+    span = intervals = 0
+    for seg in s.segments:
+        a, b = seg["rows"]
+        if b - a > 1:
+            span += s.columns["t"][b - 1] - s.columns["t"][a]
+            intervals += b - a - 1
+    return float(intervals / span) if span else 0.0
+
+
+def list_sessions(directory=None):
+    """One summary dict per *.session file in directory (default: sessions_dir()), oldest first.
+
+    Reads only the header and the end record when the end carries the figures (a closed session
+    whose summary has "telemetry_frames" and "drops"); decodes the whole file otherwise. A file
+    that is not a session is listed with its "error".
+    """
+    directory = sessions_dir(directory)
+    rows = []
+    for path in sorted(directory.glob("*" + SUFFIX)) if directory.is_dir() else []:
+        row = {"name": path.name[:-len(SUFFIX)], "path": str(path), "created": None, "duration_s": None,
+               "frames": None, "drops": None, "program": None, "complete": False}
+        try:
+            header, end = read_header(path), read_end(path)
+            summary = end[1].get("summary") if end else None
+            if isinstance(summary, dict) and "telemetry_frames" in summary and "drops" in summary:
+                row.update(frames=summary["telemetry_frames"], drops=summary["drops"],
+                           duration_s=end[1].get("duration_s"), complete=bool(end[1].get("complete")))
+            else:
+                session = load(path)
+                header = session.header
+                row.update(frames=session.stats["telemetry_frames"], drops=session.stats["drops"],
+                           duration_s=session.stats["duration_s"], complete=session.complete)
+        except (OSError, UserError) as e:
+            row["error"] = str(e)
+            rows.append(row)
+            continue
+        program = header.get("program")
+        row.update(created=header.get("created"), program=program.get("name") if isinstance(program, dict) else program)
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["created"] or "", r["name"]))
+
+
+def find_session(name_or_path, directory=None):
+    """The session file a command argument means: a path, or a name in the sessions directory."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    directory = sessions_dir(directory)
+    for candidate in (directory / (str(name_or_path) + SUFFIX), directory / str(name_or_path)):
+        if candidate.is_file():
+            return candidate
+    listing = "host sessions" if directory == sessions_dir() else f"host sessions --dir {directory}"
+    raise UserError(f"no session {str(name_or_path)!r} (not a file, nor in {directory}{os.sep}): run `{listing}` to list them")
