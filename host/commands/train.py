@@ -1,0 +1,81 @@
+"""`host train`: sessions -> a trained model directory (checkpoint, metrics, curves, device blob)."""
+
+import json
+from pathlib import Path
+
+from host.errors import UserError
+from host.train.tasks import TASKS
+
+
+def add_parser(sub):
+    p = sub.add_parser("train", help="train a model on recorded sessions (or a built-in exercise: sin, xor)")
+    p.add_argument("sessions", nargs="*", metavar="SESSION", help="session files or names (see `host sessions`)")
+    p.add_argument("--task", choices=list(TASKS), help="what to learn (host/train/tasks.py); default inverse")
+    p.add_argument("--hidden", type=widths, metavar="W,W", help="hidden layer widths, e.g. 32,32")
+    p.add_argument("--act", choices=["relu", "tanh", "sigmoid", "linear"], help="hidden activation")
+    p.add_argument("--optim", choices=["adam", "sgd", "rmsprop"], help="optimizer (default adam)")
+    p.add_argument("--lr", type=float, help="peak learning rate (cosine schedule)")
+    p.add_argument("--epochs", type=int, help="epochs (with --resume: how many more)")
+    p.add_argument("--batch", type=int, help="mini-batch rows (default: ~100 steps an epoch)")
+    p.add_argument("--patience", type=int, help="epochs without a better validation loss before stopping")
+    p.add_argument("--ahead", type=int, metavar="TICKS", help="inverse: ticks the target lies ahead (default ~50 ms)")
+    p.add_argument("--qat", action="store_true", help="train the last quarter quantisation-aware (int8)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="where to train (default cpu)")
+    p.add_argument("--seed", type=int, help="seed for init and shuffles (default 0): same seed, same weights")
+    p.add_argument("--out", metavar="DIR", help="model directory (default models/TASK)")
+    p.add_argument("--force", action="store_true", help="replace an existing model directory")
+    p.add_argument("--resume", metavar="DIR", help="continue training the model in DIR (same config, more epochs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
+    p.set_defaults(run=run)
+
+
+def widths(text):
+    try:
+        values = tuple(int(w) for w in text.split(",") if w.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise ValueError(text)
+    return values
+
+
+def run(args):
+    if args.resume:
+        given = [flag for flag in ("task", "hidden", "act", "optim", "lr", "batch", "patience", "ahead", "device",
+                                   "seed", "out") if getattr(args, flag) is not None] + (["qat"] if args.qat else [])
+        if given:
+            raise UserError(f"--resume keeps the model's settings: drop --{', --'.join(given)} "
+                            "(only --epochs and the sessions may change)")
+        from host.train.pipeline import resume  # PyTorch loads only to train
+        metrics = resume(args.resume, epochs=args.epochs, sessions=args.sessions or None, progress=not args.quiet)
+    else:
+        task = args.task or "inverse"
+        out = Path(args.out) if args.out else Path("models") / task
+        if out.exists() and not args.force:
+            raise UserError(f"{out} exists: give another --out, --force to replace it, or --resume {out}")
+        from host.train.pipeline import train
+        metrics = train(task, args.sessions, out=out, progress=not args.quiet, ahead=args.ahead, hidden=args.hidden,
+                        act=args.act, optim=args.optim, lr=args.lr, epochs=args.epochs, batch=args.batch,
+                        patience=args.patience, qat=args.qat or None, device=args.device, seed=args.seed)
+    if args.json:
+        print(json.dumps(metrics, indent=1))
+    else:
+        print(summary(metrics))
+    return 0
+
+
+def summary(m):
+    """A few lines: where it went, how well it fits (float and int8) against the baselines."""
+    lines = [f"model {m['path']} ({m['task']}, {m['sizes']['blob_bytes']} byte blob, id {m['model_id']}): "
+             f"{m['rows']['train']} training rows, {m['rows']['val']} validation ({m['split']})",
+             f"epochs {m['epochs_run']} (best {m['best_epoch']}{', stopped early' if m['stopped_early'] else ''}) "
+             f"in {m['timings']['train_s']:.1f} s; val loss {m['val_loss']:.5f}"]
+    for o in m["outputs"]:
+        base = m["baseline_rmse"]
+        lines.append(f"  {o}: val RMSE {m['val_rmse'][o]:.4g} (int8 {m['int8']['val_rmse'][o]:.4g}; "
+                     f"baselines: linear {base['linear'][o]:.4g}, mean {base['mean'][o]:.4g})")
+    dropped = {k: v for k, v in m["rows"]["dropped"].items() if v}
+    if dropped:
+        lines.append("rows left out: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dropped.items()))
+    return "\n".join(lines)

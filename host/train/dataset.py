@@ -1,0 +1,210 @@
+"""Sessions -> rows of (inputs, targets) for a task, split into training and validation.
+
+A row is anchored at one telemetry frame (one tick); the feature `<signal>@<k>` is the signal's
+column k rows later. Rows are built inside blocks of consecutive ticks where the device drove the
+servos, so a shift never crosses a device reset, a lost frame, a pause or a limp stretch.
+Validation is held-out sessions, or with one session the end of each segment (TRAIN.md).
+"""
+
+import inspect
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from polyniod_firmware import features
+
+from host.errors import UserError
+from host.train.tasks import TASKS
+
+VAL_FRACTION = 0.2  # of the sessions (at least one), or of each segment when there is one session
+SPLIT_GAP = features.MAX_FUTURE  # ticks between a segment's training part and its validation part
+
+
+@dataclass
+class Dataset:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    inputs: list
+    outputs: list
+    split: str  # how validation was held out, in words
+    rate_hz: float = None
+    sessions: list = field(default_factory=list)  # per session: name, path, role, rows, dropped
+    dropped: dict = field(default_factory=dict)  # rows left out, by reason
+
+
+def task_for(name, sessions=(), **options):
+    """The Task `name` for these sessions (their joints and rate), with its options (e.g. ahead=10)."""
+    if name not in TASKS:
+        raise UserError(f"no task {name!r}: the tasks are {', '.join(TASKS)} (host/train/tasks.py)")
+    make = TASKS[name]
+    params = inspect.signature(make).parameters
+    unknown = set(options) - set(params)
+    if unknown:
+        raise UserError(f"task {name} takes no {', '.join('--' + o for o in sorted(unknown))}")
+    if "joints" not in params:
+        if sessions:
+            raise UserError(f"task {name} makes its own data: give no sessions")
+        return make(**options)
+    if not sessions:
+        raise UserError(f"task {name} learns from sessions: give one or more (see `host sessions`)")
+    return make(*robot_of(sessions), **options)
+
+
+def robot_of(sessions):
+    """(joint names, loop rate) shared by all the sessions' segments; UserError when they differ."""
+    seen = {}
+    for s in sessions:
+        for seg in s.segments:
+            if seg["hello"]:
+                robot = seg["hello"].get("robot") or {}
+                key = (tuple(j["name"] for j in robot.get("joints", [])), seg["hello"].get("rate_hz"))
+                seen.setdefault(key, f"{s.name} segment {seg['id']}")
+    if not seen:
+        raise UserError(f"{', '.join(s.name for s in sessions)}: no telemetry the board described (no hello)")
+    if len(seen) > 1:
+        raise UserError("the sessions differ in joints or loop rate (" + "; ".join(
+            f"{where}: {', '.join(j)} at {r} Hz" for (j, r), where in seen.items()) + "): train on one kind")
+    (joints, rate), = seen
+    return list(joints), rate
+
+
+def synthetic(task, seed):
+    """The dataset of a task that brings its own data."""
+    x, y, xv, yv = (np.asarray(a, dtype=np.float64) for a in task.data(seed))
+    return Dataset(x, y, xv, yv, task.inputs, task.outputs, split=f"the validation rows task {task.name} makes")
+
+
+def from_sessions(sessions, task):
+    """Rows of `task` from loaded sessions; validation: the last sessions, or the end of each segment."""
+    n_val = math.ceil(len(sessions) * VAL_FRACTION) if len(sessions) > 1 else 0
+    parts = {"train": [], "val": []}
+    infos, dropped = [], dict.fromkeys(("not_driven", "edges", "split_gap", "nan"), 0)
+    for i, s in enumerate(sessions):
+        role = "train+val" if n_val == 0 else "val" if i >= len(sessions) - n_val else "train"
+        rows = session_rows(s, task.inputs, task.outputs, split=role == "train+val")
+        info = {"name": s.name, "path": str(s.path), "role": role, "rows": {}, "dropped": rows["dropped"]}
+        for part in ("train", "val"):
+            x, y, _ = rows[part] if role == "train+val" else rows["all"] if role == part else (None, None, None)
+            if x is not None:
+                parts[part].append((x, y))
+                info["rows"][part] = len(x)
+        for k, v in rows["dropped"].items():
+            dropped[k] += v
+        infos.append(info)
+    joined = {}
+    for part, pieces in parts.items():
+        n = sum(len(x) for x, _ in pieces)
+        if n == 0:
+            raise UserError(f"no {'training' if part == 'train' else 'validation'} rows for task {task.name} in "
+                            f"{', '.join(s.name for s in sessions)} (left out: {_dropped_text(dropped)}): "
+                            "record longer sessions with the servos driven")
+        joined[part] = tuple(np.concatenate(cols) for cols in zip(*pieces))
+    split = (f"held-out sessions: {', '.join(i['name'] for i in infos if i['role'] == 'val')}" if n_val else
+             f"held-out time: the last {VAL_FRACTION:.0%} of each segment, {SPLIT_GAP} ticks after its training part")
+    _, rate = robot_of(sessions)
+    return Dataset(*joined["train"], *joined["val"], task.inputs, task.outputs, split, rate, infos, dropped)
+
+
+def session_rows(session, inputs, outputs, split=False):
+    """{"all": (x, y, anchors)} (or "train" and "val" when split) and "dropped": counts, of one session.
+
+    anchors: the row (index into session.columns) each row is anchored at: `<signal>@<k>` is row anchor + k."""
+    shifts = [feature_column(name, output=False) for name in inputs] + [feature_column(n, True) for n in outputs]
+    k_min, k_max = min(0, *(k for _, k in shifts)), max(0, *(k for _, k in shifts))
+    dropped = dict.fromkeys(("not_driven", "edges", "split_gap", "nan"), 0)
+    picked = {"train": [], "val": [], "all": []}
+    c = session.columns
+    for seg in session.segments:
+        a, b = seg["rows"]
+        if b == a:
+            continue
+        where = f"session {session.name}" + (f" segment {seg['id']}" if len(session.segments) > 1 else "")
+        hello = seg["hello"] or {}
+        names = set(seg["schema"].names) if seg["schema"] else set()
+        for (column, _), feature in zip(shifts, inputs + outputs):
+            if column not in names:
+                raise UserError(f"{where} has no field {column!r}, needed for {feature!r} "
+                                f"(it has: {', '.join(sorted(names)) or 'nothing decodable'})")
+        if hello.get("telemetry_every", 1) != 1:
+            raise UserError(f"{where} logged every {hello['telemetry_every']}th tick: features count ticks, "
+                            "so record with `telemetry 1`")
+        joints = [j["name"] for j in (hello.get("robot") or {}).get("joints", [])]
+        driven = _driven(c, a, b, hello, joints)
+        n = b - a
+        part = np.zeros(n, dtype=np.int64)  # 0: all or train, 1: validation, -1: the gap between them
+        if split:
+            cut = round(n * (1 - VAL_FRACTION))
+            part[cut:] = 1
+            part[cut:cut + SPLIT_GAP] = -1
+        period = 1.0 / hello["rate_hz"]
+        step = np.diff(c["t"][a:b])
+        breaks = np.ones(n, dtype=bool)
+        breaks[1:] = (np.abs(step - period) > period / 2) | (part[1:] != part[:-1]) | (driven[1:] != driven[:-1])
+        block = np.cumsum(breaks) - 1
+        starts = np.flatnonzero(breaks)
+        pos = np.arange(n) - starts[block]
+        left = np.diff(np.append(starts, n))[block] - pos  # rows from this one to the block's end
+        fits = driven & (part >= 0) & (pos >= -k_min) & (left > k_max)
+        dropped["not_driven"] += int((~driven).sum())
+        dropped["split_gap"] += int((driven & (part < 0)).sum())
+        dropped["edges"] += int((driven & (part >= 0) & ~fits).sum())
+        for p, key in ((0, "train" if split else "all"), (1, "val")):
+            rows = a + np.flatnonzero(fits & (part == p))
+            if len(rows):
+                m = np.stack([np.asarray(c[col][rows + k], dtype=np.float64) for col, k in shifts], axis=1)
+                ok = np.isfinite(m).all(axis=1)
+                dropped["nan"] += int((~ok).sum())
+                picked[key].append((m[ok], rows[ok]))
+    out = {"dropped": dropped}
+    n_in = len(inputs)
+    for key in ("train", "val") if split else ("all",):
+        m = np.concatenate([m for m, _ in picked[key]]) if picked[key] else np.zeros((0, len(shifts)))
+        anchors = np.concatenate([r for _, r in picked[key]]) if picked[key] else np.zeros(0, dtype=np.int64)
+        out[key] = (m[:, :n_in], m[:, n_in:], anchors)
+    return out
+
+
+def feature_column(name, output):
+    """(session column, tick offset) of an input feature, or of an output (`<field>` or `<field>@+k`)."""
+    if output:
+        column, at, k = name.partition("@")
+        try:
+            k = int(k) if at else 0
+        except ValueError:
+            raise UserError(f"output {name!r}: the offset after @ is a whole number of ticks") from None
+        if not 0 <= k <= features.MAX_FUTURE:
+            raise UserError(f"output {name!r}: an output lies 0..{features.MAX_FUTURE} ticks ahead")
+        return column, k
+    try:
+        signal, k = features.parse(name)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return features.logged_signal(signal), k
+
+
+def _driven(c, a, b, hello, joints):
+    """Rows where the board sent pulses to every joint: not limp, no 0 µs (no pulse) command."""
+    flag_names = hello.get("flags") or []
+    limp = 1 << flag_names.index("limp") if "limp" in flag_names else 0
+    driven = (np.asarray(c["flags"][a:b]).astype(np.int64) & limp) == 0 if "flags" in c else np.ones(b - a, bool)
+    for j in joints:
+        if f"{j}_cmd_us" in c:
+            driven &= np.asarray(c[f"{j}_cmd_us"][a:b]) > 0
+    return driven
+
+
+def normalisation(x, y):
+    """Mean and std of the training inputs and targets, as float32 (what the blob stores); std 0 -> 1."""
+    def stats(v):
+        mean = v.mean(axis=0).astype(np.float32)
+        std = v.std(axis=0).astype(np.float32)
+        std[~(std > 0)] = 1.0
+        return mean.astype(np.float64), std.astype(np.float64)
+    return (*stats(x), *stats(y))
+
+
+def _dropped_text(dropped):
+    return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dropped.items()) or "nothing"

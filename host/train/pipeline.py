@@ -1,0 +1,176 @@
+"""Sessions -> rows of a task -> a PyTorch MLP -> a model directory with the device's blob.
+
+`train(task, sessions, out, **settings)` trains a new model, `resume(model_dir, epochs)` continues
+one; both write the directory (checkpoint.py) and return its metrics.
+"""
+
+import math
+import time
+from dataclasses import asdict, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from host import __version__
+from host.errors import UserError
+from host.export.quantize import export, int8_error
+from host.export.reference import Reference
+from host.sessions import Session, find_session, load
+from host.train import checkpoint as ckpt
+from host.train.dataset import from_sessions, normalisation, synthetic, task_for
+from host.train.fit import Config, History, auto_batch, device_for, fit, predict, rmse
+from host.train.model import MLP
+
+
+def train(task, sessions=(), out=None, progress=True, ahead=None, **settings):
+    """Train a new model of `task` on sessions (paths, names or loaded Sessions); write `out`; its metrics.
+
+    settings: any Config field (hidden, act, optim, lr, epochs, batch, patience, qat, seed, device);
+    None or missing means the task's default, then Config's. ahead: the inverse task's look-ahead."""
+    started = time.perf_counter()
+    loaded = _load_sessions(sessions)
+    t = task_for(task, loaded, **({} if ahead is None else {"ahead": ahead}))
+    config = _config(t, settings)
+    data = synthetic(t, config.seed) if t.data else from_sessions(loaded, t)
+    norm = normalisation(data.x_train, data.y_train)
+    torch.manual_seed(config.seed)
+    model = MLP(len(t.inputs), config.hidden, len(t.outputs), config.act, config.first_act, config.init)
+    return _train_and_save(model, data, norm, config, History(), None, out or Path("models") / task,
+                           progress, started)
+
+
+def resume(model_dir, epochs=None, sessions=None, progress=True):
+    """Continue training the model in model_dir for `epochs` more (default: as many as before), from its
+    best weights and optimizer state, on the sessions it was trained on (or the ones given)."""
+    started = time.perf_counter()
+    checkpoint = ckpt.load(model_dir)
+    config = Config(**{f.name: checkpoint["config"][f.name] for f in fields(Config) if f.name in checkpoint["config"]})
+    config.hidden = tuple(config.hidden)
+    if epochs is not None:
+        if epochs < 1:
+            raise UserError(f"--epochs {epochs}: give a whole number >= 1")
+        config.epochs = int(epochs)
+    paths = sessions if sessions else checkpoint["sessions"]
+    loaded = _load_sessions(paths, hint=f" (it trained {model_dir}; give the sessions to resume on)")
+    t = task_for(config.task, loaded, **config.options)
+    data = synthetic(t, config.seed) if t.data else from_sessions(loaded, t)
+    if (list(t.inputs), list(t.outputs)) != (checkpoint["inputs"], checkpoint["outputs"]):
+        raise UserError(f"{model_dir} maps {checkpoint['inputs']} -> {checkpoint['outputs']}, "
+                        f"but these sessions give {t.inputs} -> {t.outputs}")
+    n = checkpoint["norm"]
+    norm = tuple(np.asarray(n[k], dtype=np.float64) for k in ("in_mean", "in_std", "out_mean", "out_std"))
+    history = History(**checkpoint["history"])
+    return _train_and_save(ckpt.build(checkpoint), data, norm, config, history, checkpoint["optimizer"],
+                           Path(model_dir), progress, started)
+
+
+def _train_and_save(model, data, norm, config, history, optimizer_state, out, progress, started):
+    in_mean, in_std, out_mean, out_std = norm
+    config.batch = config.batch or auto_batch(len(data.x_train))
+    loaded_s = time.perf_counter() - started
+    history, optimizer_state = fit(model, (data.x_train - in_mean) / in_std, (data.y_train - out_mean) / out_std,
+                                   (data.x_val - in_mean) / in_std, (data.y_val - out_mean) / out_std, config,
+                                   history, optimizer_state, progress)
+    train_s = history.seconds
+    exported = time.perf_counter()
+    model.cpu()
+    layers = model.layers()
+    out = Path(out)
+    blob = export(layers, (data.x_train - in_mean) / in_std, in_mean, in_std, out_mean, out_std,
+                  data.inputs, data.outputs, config.task,
+                  meta={"name": out.name, **({"rate_hz": data.rate_hz} if data.rate_hz else {}), **config.options})
+    checkpoint = {
+        "format": ckpt.FORMAT, "task": config.task, "config": config.to_dict(), "qat": model.qat,
+        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "optimizer": optimizer_state,
+        "norm": {k: v.tolist() for k, v in zip(("in_mean", "in_std", "out_mean", "out_std"), norm)},
+        "inputs": list(data.inputs), "outputs": list(data.outputs), "rate_hz": data.rate_hz,
+        "sessions": [s["path"] for s in data.sessions], "history": _jsonable(asdict(history)),
+        "created": _now(), "software": {"polyniod": __version__, "torch": str(torch.__version__)},
+    }
+    checkpoint_bytes = ckpt.to_bytes(checkpoint)
+    metrics = _metrics(model, layers, blob, data, norm, config, history, out.name)
+    metrics["sizes"] = {"parameters": sum(p.numel() for p in model.parameters()), "blob_bytes": len(blob),
+                        "checkpoint_bytes": len(checkpoint_bytes)}
+    metrics["timings"] = {"load_s": round(loaded_s, 3), "train_s": round(train_s, 3),
+                          "export_s": round(time.perf_counter() - exported, 3),
+                          "total_s": round(time.perf_counter() - started, 3),
+                          "steps_per_s": round(history.steps / train_s) if train_s else None}
+    ckpt.save(out, checkpoint_bytes, metrics, blob, checkpoint["history"])
+    metrics["path"] = str(out)
+    return metrics
+
+
+def _metrics(model, layers, blob, data, norm, config, history, name):
+    in_mean, in_std, out_mean, out_std = norm
+    pred = predict(model, (data.x_val - in_mean) / in_std) * out_std + out_mean
+    ref = Reference(blob)
+    per_output = lambda v: {o: float(x) for o, x in zip(data.outputs, v)}  # noqa: E731
+    vs_float = int8_error(layers, blob, data.x_val)
+    best = history.best_epoch
+    return {
+        "name": name, "task": config.task, "created": _now(), "inputs": list(data.inputs),
+        "outputs": list(data.outputs), "rate_hz": data.rate_hz, "config": config.to_dict(), "split": data.split,
+        "sessions": data.sessions,
+        "rows": {"train": len(data.x_train), "val": len(data.x_val), "dropped": data.dropped},
+        "epochs_run": len(history.epoch), "best_epoch": best, "stopped_early": history.stopped_early,
+        "steps": history.steps, "qat": bool(model.qat),
+        "train_loss": history.train_loss[best - 1] if best else None, "val_loss": history.best_val_loss,
+        "val_rmse": per_output(rmse(pred, data.y_val)),
+        "baseline_rmse": {"mean": per_output(rmse(np.broadcast_to(out_mean, data.y_val.shape), data.y_val)),
+                          "linear": per_output(rmse(_linear_fit(data)(data.x_val), data.y_val))},
+        "int8": {"val_rmse": per_output(rmse(ref.infer(data.x_val), data.y_val)),
+                 "vs_float": {k: per_output(v) for k, v in vs_float.items() if k != "n"}},
+        "model_id": f"{ref.model_id:08x}", "blob_task": ref.task,
+    }
+
+
+def _linear_fit(data):
+    """Least squares on the training rows: the baseline a network has to beat."""
+    a = np.hstack([data.x_train, np.ones((len(data.x_train), 1))])
+    coef = np.linalg.lstsq(a, data.y_train, rcond=None)[0]
+    return lambda x: np.hstack([x, np.ones((len(x), 1))]) @ coef
+
+
+def _config(task, settings):
+    known = {f.name for f in fields(Config)}
+    unknown = set(settings) - known
+    if unknown:
+        raise TypeError(f"unknown training settings: {', '.join(sorted(unknown))}")
+    given = {k: v for k, v in settings.items() if v is not None}
+    config = Config(task=task.name, hidden=tuple(given.pop("hidden", task.hidden)), act=given.pop("act", task.act),
+                    first_act=None if "act" in settings and settings["act"] else task.first_act, init=task.init,
+                    options=dict(task.options), **{**task.defaults, **given})
+    if config.act not in ("relu", "tanh", "sigmoid", "linear"):
+        raise UserError(f"--act {config.act}: give relu, tanh, sigmoid or linear")
+    for what, value in (("--epochs", config.epochs), ("--batch", config.batch), ("--patience", config.patience)):
+        if value is not None and value < 1:
+            raise UserError(f"{what} {value}: give a whole number >= 1")
+    if not config.lr > 0:
+        raise UserError(f"--lr {config.lr}: give a learning rate > 0")
+    if any(h < 1 for h in config.hidden):
+        raise UserError(f"--hidden {','.join(map(str, config.hidden))}: layer widths are >= 1")
+    device_for(config.device)  # before any session is read
+    return config
+
+
+def _load_sessions(items, hint=""):
+    out = []
+    for item in items:
+        if isinstance(item, Session):
+            out.append(item)
+            continue
+        try:
+            out.append(load(find_session(item)))
+        except UserError as e:
+            raise UserError(f"{e}{hint}") from None
+    return out
+
+
+def _jsonable(d):
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def _now():
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
