@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from host.table import print_table
 
 
 def add_parser(sub):
@@ -45,9 +46,7 @@ def run(args):
         shape = "-".join(str(n) for n in [len(m["inputs"]), *m["config"]["hidden"], len(m["outputs"])])
         table.append((m["name"], m["task"], shape, _errors(m["val_rmse"]), _errors(m["int8"]["val_rmse"]),
                       f"{m['sizes']['blob_bytes']} B", (m.get("created") or "-")[:19].replace("T", " ")))
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    print_table(table)
     return 0
 
 

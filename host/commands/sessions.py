@@ -3,6 +3,7 @@
 import json
 
 from host.sessions import list_sessions, sessions_dir
+from host.table import print_table
 
 
 def add_parser(sub):
@@ -27,9 +28,7 @@ def run(args):
             continue
         table.append((r["name"], (r["created"] or "-")[:19].replace("T", " "), duration(r["duration_s"]),
                       str(r["frames"]), str(r["drops"]), r["program"] or "-", "yes" if r["complete"] else "NO"))
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    print_table(table)
     return 0
 
 
