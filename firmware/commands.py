@@ -1,24 +1,26 @@
 """Host commands: each text line gets exactly one ack (seq + code + optional data).
 
-Handlers return the ack's data (dict -> JSON, or None) or raise Refused(code, why);
-a ValueError is a bad argument. The host retries a command whose ack it missed with
-the same seq, so a repeat of the last line is re-acked from memory, not run twice.
-Big payloads come as an acked chunked transfer (`xfer`) into a named slot.
+Handlers return the ack's data (dict -> JSON, bytes -> as they are, or None) or raise
+Refused(code, why); a ValueError is a bad argument. The host retries a command whose ack it
+missed with the same seq, so a repeat of the last line is re-acked from memory, not run twice.
+Big payloads come as an acked chunked transfer (`xfer`) into a slot: a file, the model store,
+or the trajectory that track mode follows.
 """
 
 import binascii
-import errno
 import gc
 import json
-import os
 import time
 
 import machine
+import mlp
+import models
 import protocol as P
 import telemetry
 
 RATE_RANGE = (10, 1000)
 FILE_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
+TIMED_MODES = ("program", "track")  # their tick counts were fixed at the rate they started with
 
 
 class Refused(Exception):
@@ -29,45 +31,76 @@ class Refused(Exception):
         self.code = code
 
 
-def write_file_atomically(name, data):
-    """name.tmp, then rename over name (LittleFS and POSIX replace; FAT needs the old one gone)."""
-    tmp = name + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    try:
-        os.rename(tmp, name)
-    except OSError as e:
-        if e.args[0] != errno.EEXIST:
-            raise
-        os.remove(name)
-        os.rename(tmp, name)
-
-
-def check_file_name(name):
+def check_file_name(robot, name):
     if not name or name in (".", "..") or any(c not in FILE_NAME_CHARS for c in name):
         raise ValueError("file name %r: use letters, digits and _ . -" % name)
 
 
-# slot kind -> (check the slot's argument at begin, store the received bytes at end)
-SLOTS = {"file": (check_file_name, write_file_atomically)}
+def store_file(robot, name, data):
+    """name.tmp, then renamed over name."""
+    tmp = name + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    models.rename_over(tmp, name)
+
+
+def _model_driving(robot):
+    return robot.mode.name == "track" and robot.mode.controller.name == "model"
+
+
+def check_model_slot(robot, arg):
+    if arg:
+        raise ValueError("slot model takes no name (xfer begin model <size> <crc32hex>)")
+    if _model_driving(robot):
+        raise Refused(P.E_BUSY, "the model is driving the joints (track); `stop` first")
+
+
+def store_model(robot, arg, blob):
+    """The model store's install, its refusals as protocol codes; the active model stays on any."""
+    check_model_slot(robot, arg)
+    try:
+        return robot.models.install(blob)
+    except mlp.BlobError as e:
+        raise Refused(getattr(P, e.kind), str(e))
+    except MemoryError:
+        gc.collect()
+        raise Refused(P.E_TOO_BIG, "no RAM to build the model (%d bytes free)" % gc.mem_free())
+
+
+def check_traj_slot(robot, arg):
+    if arg:
+        raise ValueError("slot traj takes no name (xfer begin traj <size> <crc32hex>)")
+
+
+def store_traj(robot, arg, data):
+    return robot.modes[robot.mode_names.index("track")].load(data)
+
+
+# slot kind -> (check(robot, argument) at begin, store(robot, argument, bytes) at end -> dict or None)
+SLOTS = {
+    "file": (check_file_name, store_file),
+    "model": (check_model_slot, store_model),
+    "traj": (check_traj_slot, store_traj),
+}
 
 
 class Transfer:
     """One chunked upload: announced size and CRC, chunks in order, checked at the end."""
 
-    def __init__(self, slot, size, crc, max_bytes):
+    def __init__(self, robot, slot, size, crc, max_bytes):
         kind, _, arg = slot.partition(":")
         if kind not in SLOTS:
             raise ValueError("no slot kind %r (kinds: %s)" % (kind, ", ".join(SLOTS)))
-        SLOTS[kind][0](arg)
+        SLOTS[kind][0](robot, arg)
         if size > max_bytes:
             raise Refused(P.E_TOO_BIG, "%d bytes is more than the %d this board holds" % (size, max_bytes))
         gc.collect()
         try:
             self.buf = bytearray(size)
         except MemoryError:
-            raise Refused(P.E_TOO_BIG, "no %d bytes of RAM free (%d free)" % (size, gc.mem_free()))
-        self.slot, self.kind, self.arg = slot, kind, arg
+            raise Refused(P.E_TOO_BIG, "no %d bytes of RAM in one piece (%d free in all, in pieces); `reset` "
+                                       "defragments it (the board boots with its model)" % (size, gc.mem_free()))
+        self.robot, self.slot, self.kind, self.arg = robot, slot, kind, arg
         self.size, self.crc, self.n = size, crc, 0
 
     def put(self, offset, data):
@@ -85,10 +118,13 @@ class Transfer:
         if crc != self.crc:
             raise Refused(P.E_CHECK, "crc32 %08x, announced %08x" % (crc, self.crc))
         try:
-            SLOTS[self.kind][1](self.arg, self.buf)
+            stored = SLOTS[self.kind][1](self.robot, self.arg, self.buf)
         except OSError as e:
             raise Refused(P.E_IO, "storing %s failed: %s" % (self.slot, e))
-        return {"slot": self.slot, "size": self.size, "crc": "%08x" % crc}
+        done = {"slot": self.slot, "size": self.size, "crc": "%08x" % crc}
+        if stored:
+            done.update(stored)
+        return done
 
 
 def _int(text, what):
@@ -111,6 +147,7 @@ class Commands:
         self.table = {
             "hello": self.hello, "ping": self.ping, "status": self.status, "set": self.set,
             "stop": self.stop, "rate": self.rate, "telemetry": self.telemetry, "xfer": self.xfer, "reset": self.reset,
+            "mtest": self.mtest,
         }
 
     def feed(self, buf, n):
@@ -135,7 +172,10 @@ class Commands:
             else:
                 raise Refused(P.E_UNKNOWN, "no command %r" % name)
             code = P.E_OK
-            data = json.dumps(data).encode() if data is not None else b""
+            if data is None:
+                data = b""
+            elif not isinstance(data, bytes):
+                data = json.dumps(data).encode()
         except Refused as e:
             code, data = e.code, str(e).encode()
         except ValueError as e:
@@ -151,6 +191,8 @@ class Commands:
         elif name == "reset":
             time.sleep_ms(50)  # let the ack leave the UART
             machine.reset()
+        if name != "set":  # `set` streams fast and allocates little
+            gc.collect()  # so the next command's objects fill the heap's small holes, not its big pieces
 
     def hello(self, args):
         return None
@@ -170,17 +212,20 @@ class Commands:
     def status(self, args):
         r = self.robot
         rd = self.reader
-        prog = r.modes[r.mode_names.index("program")]
+        timed = r.mode.name in TIMED_MODES
         return {
             "mode": r.mode.name, "rate_hz": r.rate_hz, "telemetry_every": r.telemetry_every,
             "ticks": r.ticks, "overruns": r.overruns, "busy_us": r.busy_us,
             "rx": {"bytes": r.rx_bytes, "lines": rd.lines, "crc": rd.crc_errors, "syntax": rd.syntax_errors,
                    "overflow": rd.overflows},
             "tx_frames": self.port.frames, "uptime_ms": time.ticks_diff(time.ticks_ms(), r.started_ms),
-            "mem_free": gc.mem_free(), "program": prog.params if r.mode is prog else None,
-            "progress": [prog.k, prog.n] if r.mode is prog else None,
+            "mem_free": gc.mem_free(), "program": r.mode.params if r.mode.name == "program" else None,
+            "track": ({"trajectory": r.mode.params, "controller": r.mode.controller.info()}
+                      if r.mode.name == "track" else None),
+            "progress": [r.mode.k, r.mode.n] if timed else None,
             "imu": r.imu.ok, "imu_error": r.imu.error, "watchdog": bool(r.mode.flags & telemetry.F_WATCHDOG), "limp": r.limp(),
-            "model": "", "transfer": [self.transfer.slot, self.transfer.n, self.transfer.size] if self.transfer else None,
+            "model": r.models.hex_id, "model_note": r.models.note,
+            "transfer": [self.transfer.slot, self.transfer.n, self.transfer.size] if self.transfer else None,
         }
 
     def set(self, args):
@@ -198,8 +243,8 @@ class Commands:
         hz = _int(args[0], "rate")
         if not RATE_RANGE[0] <= hz <= RATE_RANGE[1]:
             raise Refused(P.E_RANGE, "rate must be %d..%d Hz" % RATE_RANGE)
-        if self.robot.mode.name == "program":
-            raise Refused(P.E_BUSY, "a program is running at %d Hz; `stop` it first" % self.robot.rate_hz)
+        if self.robot.mode.name in TIMED_MODES:
+            raise Refused(P.E_BUSY, "%s is running at %d Hz; `stop` it first" % (self.robot.mode.name, self.robot.rate_hz))
         self.robot.set_rate(hz)
         return {"rate_hz": hz}
 
@@ -225,11 +270,10 @@ class Commands:
             if size < 0:
                 raise ValueError("size must be >= 0")
             self.transfer = None  # a new begin replaces an unfinished transfer
-            self.transfer = Transfer(args[1], size, crc, self.robot.cfg["xfer_max_bytes"])
+            self.transfer = Transfer(self.robot, args[1], size, crc, self.robot.cfg["xfer_max_bytes"])
             return {"slot": args[1], "size": size, "chunk": P.CHUNK}
         if op == "abort":
             self.transfer = None
-            gc.collect()
             return None
         if op not in ("put", "end"):
             raise ValueError("xfer begin|put|end|abort, not %r" % op)
@@ -242,6 +286,22 @@ class Commands:
             t.put(_int(args[1], "offset"), P.decode_chunk(args[2]))
             return None
         self.transfer = None  # end: finished either way; a failed one must start again
-        done = t.end()
-        gc.collect()
-        return done
+        return t.end()
+
+    def mtest(self, args):
+        """The active model's int8 outputs (raw bytes, row after row) for int8 input rows (base64)."""
+        model = self.robot.models.model
+        if model is None:
+            raise Refused(P.E_STATE, "no model on this robot: deploy one (`host deploy`)")
+        if len(args) != 1:
+            raise ValueError("mtest <base64 of int8 input rows, %d bytes each>" % model.n_in)
+        data = P.decode_chunk(args[0])
+        if not data or len(data) % model.n_in:
+            raise ValueError("%d bytes is not a whole number of %d-byte input rows" % (len(data), model.n_in))
+        x, y = bytearray(model.n_in), bytearray(model.n_out)
+        out = bytearray()
+        for r in range(0, len(data), model.n_in):
+            x[:] = data[r:r + model.n_in]
+            model.infer_q(x, y)
+            out += y
+        return bytes(out)

@@ -6,6 +6,7 @@ collector never stalls a tick that receives no command. What to command each tic
 is the current mode's job; MODES is the table, a new mode is one more entry.
 """
 
+import array
 import binascii
 import gc
 import select
@@ -14,9 +15,11 @@ import time
 
 import machine
 import config
+import models
 import programs
 import protocol as P
 import telemetry as T
+import track
 from commands import Commands
 from feedback import Feedback
 from imu import Mpu6050
@@ -124,7 +127,7 @@ class Program:
 
 
 RESYNC_US = 50000
-MODES = (Idle, Direct, Program)  # telemetry `mode` = index here
+MODES = (Idle, Direct, Program, track.Track)  # telemetry `mode` = index here
 
 
 class Gen0:
@@ -143,8 +146,10 @@ class Gen0:
         self.mode = self.modes[0]
         self.mode_id = 0
         self.target = [None] * len(self.servos)  # pulse per joint; None = no pulses (limp)
+        self.target_cdeg = array.array("i", [0] * len(self.servos))  # track mode's targets, 0.01 deg
         self.latched = 0  # flags held until the next telemetry frame
-        self.model = 0
+        self.models = models.Store(cfg)
+        self.models.boot()
         self.rate_hz = self.period_us = 0
         self.set_rate(cfg["loop"]["rate_hz"])
         self.telemetry_every = cfg["loop"]["telemetry_every"]
@@ -163,7 +168,12 @@ class Gen0:
         i = self.mode_names.index(name)
         data = self.modes[i].enter(self, args)  # raises before switching if args are bad
         self.mode, self.mode_id = self.modes[i], i
+        self.clear_targets()
         return data
+
+    def clear_targets(self):
+        for j in range(len(self.target_cdeg)):
+            self.target_cdeg[j] = 0
 
     def go_limp(self):
         for j in range(len(self.servos)):
@@ -180,6 +190,7 @@ class Gen0:
     def safe(self):
         """Servos safe: idle, holding or limp as robot.json says."""
         self.mode, self.mode_id = self.modes[0], 0
+        self.clear_targets()
         if self.cfg["idle"] == "limp":
             self.go_limp()
 
@@ -197,7 +208,9 @@ class Gen0:
             "robot": self.cfg, "rate_hz": self.rate_hz, "telemetry_every": self.telemetry_every,
             "ticks_period": P.TICKS_PERIOD, "modes": self.mode_names, "flags": T.FLAGS,
             "programs": {k: [list(p) for p in v] for k, v in programs.PROGRAMS.items()},
-            "model": "", "imu": {"ok": self.imu.ok, "error": self.imu.error},
+            "track": {"trajectories": {k: [list(p) for p in v] for k, v in track.TRAJECTORIES.items()},
+                      "controllers": list(track.CONTROLLERS)},
+            "model": self.models.hex_id, "imu": {"ok": self.imu.ok, "error": self.imu.error},
             "endian": T.ENDIAN, "schema": self.telemetry.fields,
         }
 
@@ -233,7 +246,7 @@ class Gen0:
                 flags |= self.mode.flags
                 self.latched = 0
                 self.telemetry.emit(self.port, t_us, self.busy_us, self.overruns, self.mode_id, flags,
-                                    self.servos, self.feedbacks, imu.buf, self.model)
+                                    self.servos, self.feedbacks, self.target_cdeg, imu.buf, self.models.short_id)
         self.receive()
 
     def receive(self):
@@ -296,6 +309,8 @@ def run():
         robot.send_hello()
         if robot.imu.error:
             robot.port.log(P.LOG_WARN, "imu: " + robot.imu.error)
+        if robot.models.note:
+            robot.port.log(P.LOG_WARN, "model: " + robot.models.note)
         robot.run()
     except KeyboardInterrupt:
         robot.safe()

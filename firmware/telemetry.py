@@ -30,7 +30,8 @@ def schema(cfg):
     fields = [("busy_us", "H", "us", 1), ("overruns", "H", "", 1), ("mode", "B", "", 1), ("flags", "B", "", 1)]
     for j in cfg["joints"]:
         n = j["name"]
-        fields += [(n + "_cmd_us", "H", "us", 1), (n + "_raw", "H", "counts", 1), (n + "_deg", "h", "deg", 0.01)]
+        fields += [(n + "_cmd_us", "H", "us", 1), (n + "_raw", "H", "counts", 1), (n + "_deg", "h", "deg", 0.01),
+                   (n + "_target_deg", "h", "deg", 0.01)]
     m = cfg.get("imu") or {"accel_fs_g": 2, "gyro_fs_dps": 250}
     g = imu.accel_g_per_lsb(m["accel_fs_g"])
     w = imu.gyro_dps_per_lsb(m["gyro_fs_dps"])
@@ -91,16 +92,15 @@ class Telemetry:
         self.writer = P.FrameWriter(self.size)
         self.view = self.writer.payload_view()
         self.n_joints = len(cfg["joints"])
-        self.imu_at = 6 + 6 * self.n_joints
 
-    def emit(self, port, t_us, busy_us, overruns, mode, flags, servos, feedbacks, imu_buf, model):
+    def emit(self, port, t_us, busy_us, overruns, mode, flags, servos, feedbacks, targets, imu_buf, model):
         v = self.view
         struct.pack_into("<HHBB", v, 0, busy_us if busy_us < 0xFFFF else 0xFFFF, overruns & 0xFFFF, mode, flags)
         o = 6
         for j in range(self.n_joints):
             f = feedbacks[j]
-            struct.pack_into("<HHh", v, o, servos[j].us, f.raw, f.cdeg)
-            o += 6
+            struct.pack_into("<HHhh", v, o, servos[j].us, f.raw, f.cdeg, targets[j])
+            o += 8
         b = imu_buf  # big-endian ax ay az temp gx gy gz -> little-endian ax ay az gx gy gz
         v[o] = b[1]
         v[o + 1] = b[0]

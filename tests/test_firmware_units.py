@@ -13,8 +13,10 @@ import sys
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from host.export import quantize as Q
 from host.link.schema import TelemetrySchema
 from polyniod_firmware import programs
 from polyniod_firmware import protocol as P
@@ -253,8 +255,19 @@ def test_calibration_is_the_nominal_linear_one_in_integers():
 
 # -- telemetry, commands and the loop on the VM ----------------------------------------------
 
+def track_blob(seed=0):
+    """A small random model with inputs of every kind the device reads (history, IMU, look-ahead)."""
+    rng = np.random.default_rng(seed)
+    inputs = ["shoulder_target_deg@3", "elbow_deg@-2", "shoulder_cmd_us@-1", "gz", "elbow_raw", "elbow_target_deg@-1"]
+    layers = [{"w": rng.uniform(-1, 1, (8, 6)), "b": rng.uniform(-1, 1, 8), "act": "tanh"},
+              {"w": rng.uniform(-1, 1, (2, 8)), "b": rng.uniform(-1, 1, 2), "act": "linear"}]
+    return Q.export(layers, rng.normal(size=(300, 6)), [0, 0, 1450, 0, 30000, 0], [30, 30, 300, 50, 5000, 30],
+                    [1450, 1450], [300, 300], inputs, ["shoulder_cmd_us", "elbow_cmd_us"], "test")
+
+
 def test_hot_path_allocates_nothing(tmp_path):
-    """gc disabled, telemetry on: idle, direct and every program tick without touching the heap."""
+    """gc disabled, telemetry on: idle, direct, every program and track tick without touching the heap."""
+    (tmp_path / "model.bin").write_bytes(track_blob())
     body = (
         "import gc, loop, config\n"
         "r = loop.Gen0(config.load())\n"
@@ -272,13 +285,16 @@ def test_hot_path_allocates_nothing(tmp_path):
         "for p in (['steps', 'dwell_min_ms=10', 'dwell_max_ms=30'], ['chirp'], ['sweep'], ['prbs', 'bit_ms=10']):\n"
         "    r.enter('program', p)\n"
         "    out.append(delta(300))\n"
+        "for p in (['steps', 'dwell_min_ms=10', 'dwell_max_ms=30'], ['sine', 'controller=naive'], ['hold', 'controller=linear']):\n"
+        "    r.enter('track', p)\n"
+        "    out.append(delta(300))\n"
         "print('ALLOC', out, r.ticks, r.port.frames)\n"
     )
     robot = dict(ROBOT, loop=dict(ROBOT["loop"], rate_hz=1000))
     text = run_on_vm(tmp_path, body, robot=robot).decode("latin-1")
     line = text[text.index("ALLOC"):].split("\n")[0]
     allocs = json.loads(line.split(" ", 1)[1].rsplit("]", 1)[0] + "]")
-    assert allocs == [0] * 6, line
+    assert allocs == [0] * 9, line
     frames = frames_of(text.encode("latin-1"))
     assert sum(f[0] == P.T_TELEMETRY for f in frames) >= 1500
 
@@ -327,7 +343,7 @@ def test_commands_are_acked_and_telemetry_decodes_by_schema(tmp_path):
     hellos = [json.loads(f[3]) for f in frames if f[0] == P.T_HELLO]
     assert len(hellos) == 2 and hellos[0]["board_id"] == "deadbeef" and hellos[0]["proto"] == P.PROTOCOL_VERSION
     schema = TelemetrySchema.from_hello(hellos[0])
-    assert schema.size == 31
+    assert schema.size == 35
     tele = [(f[1], schema.to_units(schema.unpack(f[3]))) for f in frames if f[0] == P.T_TELEMETRY]
     clamped = [t for _, t in tele if t["mode"] == 1 and t["shoulder_cmd_us"] == JOINTS[0]["max_us"]]
     assert clamped and clamped[0]["elbow_cmd_us"] == JOINTS[1]["min_us"]
@@ -354,7 +370,7 @@ def test_direct_watchdog_holds_and_logs(tmp_path):
     flags = [v[3] for v in tele]
     first_trip = next(i for i, f in enumerate(flags) if f & 1)
     assert 80 <= first_trip <= 200 and all(f & 1 for f in flags[first_trip:])
-    assert tele[-1][4] == 1200 and tele[-1][7] == 1700  # still holding the last setpoints
+    assert tele[-1][4] == 1200 and tele[-1][8] == 1700  # still holding the last setpoints (shoulder_cmd_us, elbow_cmd_us)
 
 
 def test_idle_limp_stops_pulses(tmp_path):

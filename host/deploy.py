@@ -1,0 +1,140 @@
+"""Deploy: a model blob onto the running robot over the live link, then proof that it computes
+exactly what the host's reference does.
+
+The blob travels as an acked chunked transfer (`xfer begin model`, `xfer put` per CHUNK bytes,
+each acked before the next: the ESP32's 260-byte RX ring cannot take more; `xfer end`). The
+device checks it, stores it (temp file + renames, the previous one kept) and swaps it in
+between ticks: no reboot, no mpremote. The parity check sends random int8 input rows with
+`mtest` and compares the device's int8 outputs with host.export.reference bit for bit.
+The same transfer carries a target trajectory for track mode (slot `traj`).
+"""
+
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from host.errors import DeviceError, UserError
+from host.export.reference import Reference
+from host.link.client import CommandError
+from polyniod_firmware import mlp
+from polyniod_firmware import protocol as P
+
+BLOB_NAME = "model.bin"  # inside a models/NAME directory
+ACK_DATA = 1021  # bytes of data an ack carries (firmware telemetry.ACK_MAX_PAYLOAD - 3)
+END_TIMEOUT = 5.0  # s: `xfer end` checks, writes flash and builds the model
+
+
+def read_blob(path):
+    """(blob bytes, Reference) of a models/NAME directory or a .bin file, checked as the device will."""
+    path = Path(path)
+    file = path / BLOB_NAME if path.is_dir() else path
+    try:
+        blob = file.read_bytes()
+    except FileNotFoundError:
+        where = f"{path} has no {BLOB_NAME}" if path.is_dir() else f"{path} does not exist"
+        raise UserError(f"{where}: give a models/NAME directory (from `host train`) or a model .bin file") from None
+    except OSError as e:
+        raise UserError(f"cannot read {file}: {e.strerror}") from None
+    try:
+        return blob, Reference(blob)
+    except mlp.BlobError as e:
+        raise UserError(f"{file} is not a model this firmware runs ({e.kind}): {e}") from None
+
+
+def physical_seconds(n_bytes, baud):
+    """The link's floor for moving n_bytes: 10 bits a byte (start, 8 data, stop) at baud."""
+    return n_bytes * 10 / baud
+
+
+def transfer(link, slot, data, progress=None):
+    """Send data into a device slot in acked chunks; the `xfer end` ack data (a dict).
+
+    progress(sent, total) is called after every acked chunk. A refusal raises CommandError
+    (after an `xfer abort`, so the board holds no half transfer)."""
+    data = bytes(data)
+    link.request("xfer", "begin", slot, len(data), "%08x" % zlib.crc32(data))
+    try:
+        for offset in range(0, len(data), P.CHUNK):
+            chunk = data[offset:offset + P.CHUNK]
+            link.request("xfer", "put", offset, P.encode_chunk(chunk))
+            if progress:
+                progress(offset + len(chunk), len(data))
+        return link.request_json("xfer", "end", timeout=END_TIMEOUT, retries=1)
+    except DeviceError:
+        if not link.error:
+            try:
+                link.request("xfer", "abort")
+            except DeviceError:
+                pass
+        raise
+
+
+def send_trajectory(link, targets_deg):
+    """Targets [ticks, joints] in degrees -> the device's `traj` slot (int16, 0.01 deg); its ack data.
+
+    `track traj` then follows them, one row per loop tick."""
+    cdeg = np.rint(np.asarray(targets_deg, dtype=np.float64) * 100)
+    if cdeg.ndim != 2 or not cdeg.size or not np.isfinite(cdeg).all() or np.abs(cdeg).max() > 32767:
+        raise UserError("a trajectory is finite angles [ticks, joints] within +-327 deg")
+    return transfer(link, "traj", cdeg.astype("<i2").tobytes())
+
+
+def mtest(link, n_in, n_out, rows):
+    """The device's int8 outputs [len(rows), n_out] for int8 input rows, as many per line as fit."""
+    rows = np.asarray(rows, dtype=np.int8)
+    per_line = max(1, min(P.CHUNK // n_in, ACK_DATA // n_out))
+    out = []
+    for r in range(0, len(rows), per_line):
+        part = rows[r:r + per_line]
+        data = link.request("mtest", P.encode_chunk(part.tobytes()))
+        if len(data) != len(part) * n_out:
+            raise DeviceError(f"mtest answered {len(data)} bytes for {len(part)} rows of {n_out} outputs")
+        out.append(np.frombuffer(data, dtype=np.int8).reshape(len(part), n_out))
+    return np.concatenate(out)
+
+
+def parity(link, reference, n=256, seed=0):
+    """n random int8 input rows (led by the extremes) through the device and the reference.
+
+    {"vectors", "mismatches", "first_mismatch" (row, inputs, device, host) or None}."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (n, reference.n_in), dtype=np.int64)
+    for k, v in enumerate((-128, 127, 0)[:n]):
+        x[k] = v
+    device = mtest(link, reference.n_in, reference.n_out, x).astype(np.int64)
+    host = reference.infer_q(x).astype(np.int64)
+    bad = np.flatnonzero((device != host).any(axis=1))
+    first = None
+    if len(bad):
+        k = int(bad[0])
+        first = {"row": k, "inputs": x[k].tolist(), "device": device[k].tolist(), "host": host[k].tolist()}
+    return {"vectors": n, "mismatches": len(bad), "first_mismatch": first}
+
+
+def deploy(link, blob, reference, checks=256, baud=115200, progress=None):
+    """Send a checked blob, swap it in, spot-check parity; a summary dict.
+
+    A refusal raises DeviceError saying what the board said and that the active model keeps
+    running; parity mismatches are reported in the summary (`parity.mismatches`)."""
+    before = link.request_json("status").get("model") or ""
+    t0 = time.monotonic()
+    try:
+        ack = transfer(link, "model", blob, progress)
+    except CommandError as e:
+        running = f"model {before}" if before else "no model, as before"
+        raise DeviceError(f"{e}; the board keeps running {running}") from None
+    seconds = time.monotonic() - t0
+    if ack.get("model_id") != "%08x" % reference.model_id:
+        raise DeviceError(f"the board reports model {ack.get('model_id')}, the blob is {reference.model_id:08x}")
+    limit = physical_seconds(len(blob), baud)
+    summary = {
+        "model_id": ack["model_id"], "previous": before, "task": ack["task"], "inputs": ack["inputs"],
+        "outputs": ack["outputs"], "emitter": ack["emitter"], "drives": ack["drives"], "bytes": len(blob),
+        "seconds": round(seconds, 3),
+        "kib_per_s": round(len(blob) / 1024 / seconds, 2), "baud": baud, "limit_seconds": round(limit, 3),
+        "link_efficiency": round(limit / seconds, 3),
+    }
+    summary["parity"] = parity(link, reference, checks) if checks else None
+    return summary
