@@ -101,13 +101,7 @@ class Program:
     def enter(self, robot, args):
         if not args:
             raise ValueError("program <name> [key=value ...]; programs: %s" % ", ".join(sorted(programs.PROGRAMS)))
-        given = {}
-        for a in args[1:]:
-            k, eq, v = a.partition("=")
-            if not eq:
-                raise ValueError("program parameters are key=value, not %r" % a)
-            given[k] = v
-        params = programs.resolve(args[0], given, len(robot.servos))
+        params = programs.resolve(args[0], programs.key_values(args[1:], "program"), len(robot.servos))
         self.n, self.gens = programs.build(params, robot.cfg["joints"], robot.rate_hz)
         self.params = params
         self.k = 0

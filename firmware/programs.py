@@ -160,6 +160,17 @@ PROGRAMS = {
 MAX_DURATION_MS = 3600000
 
 
+def key_values(args, what):
+    """{key: value} of `key=value` command arguments; ValueError names the one that is not."""
+    given = {}
+    for a in args:
+        k, eq, v = a.partition("=")
+        if not eq:
+            raise ValueError("%s parameters are key=value, not %r" % (what, a))
+        given[k] = v
+    return given
+
+
 def resolve(name, params, n_joints):
     """The full parameter dict of a program from the given {key: int or str} (ValueError if bad)."""
     if name not in PROGRAMS:

@@ -288,12 +288,7 @@ class Track:
         if not args:
             raise ValueError("track <trajectory> [key=value ...] [controller=%s]; trajectories: %s"
                              % ("|".join(CONTROLLERS), ", ".join(sorted(TRAJECTORIES))))
-        given = {}
-        for a in args[1:]:
-            k, eq, v = a.partition("=")
-            if not eq:
-                raise ValueError("track parameters are key=value, not %r" % a)
-            given[k] = v
+        given = programs.key_values(args[1:], "track")
         kind = given.pop("controller", "model")
         lin = given.pop("lin", None)
         if kind not in CONTROLLERS:
