@@ -297,3 +297,17 @@ def test_host_deploy_command(gen0, tmp_path, capsys):
     assert len(err) == 1 and "cut.bin is not a model this firmware runs (E_CHECK): truncated" in err[0]
     assert cli.main(["deploy", str(model), "--port", str(tmp_path / "no-such-port")]) == 1
     assert "no serial port" in capsys.readouterr().err
+
+
+def test_the_shipped_sin_model_on_the_board_approximates_sin(gen0, link):
+    """models/sin deployed over the link: the board's int8 outputs stay within 0.06 of sin(x) on [-pi, pi]."""
+    from pathlib import Path
+
+    blob, reference = read_blob(Path(__file__).resolve().parent.parent / "models" / "sin")
+    summary = deploy(link, blob, reference, checks=64)
+    assert summary["parity"]["mismatches"] == 0
+    x = np.linspace(-np.pi, np.pi, 201)[:, None]
+    y = reference.dequantize_outputs(mtest(link, 1, 1, reference.quantize_inputs(x)))[:, 0]
+    error = np.abs(y - np.sin(x[:, 0]))
+    assert error.max() < 0.06, error.max()
+    assert np.sqrt(np.mean(error ** 2)) < 0.03
