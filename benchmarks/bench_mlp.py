@@ -26,14 +26,7 @@ MODELS = {"gen0_6_32_32_2": ([6, 32, 32, 2], "relu"), "sin_1_16_16_16_1": ([1, 1
 MICROPYTHON_BENCH = """
 import gc, json, time, mlp
 
-def per_call(f, reps):
-    best = 1e9
-    for _ in range(5):  # best of 5: other processes only ever add time
-        t = time.ticks_us()
-        for i in range(reps):
-            f()
-        best = min(best, time.ticks_diff(time.ticks_us(), t) / reps)
-    return best
+from mp_timing import per_call
 
 out = {}
 for name, path in %r:
@@ -90,7 +83,7 @@ def main():
             jobs.append((name, str(path)))
             result[name] = {"blob_bytes": len(blob), "macs": sum(a * b for a, b in zip(sizes, sizes[1:])),
                             "numpy_reference_rows_per_s": round(reference_rows_per_s(blob))}
-        vm = json.loads(run_micropython(MICROPYTHON_BENCH % jobs, sys_path=[ROOT / "firmware"], timeout=300))
+        vm = json.loads(run_micropython(MICROPYTHON_BENCH % jobs, sys_path=[ROOT / "firmware", ROOT / "benchmarks"], timeout=300))
     for name, figures in vm.items():
         figures["viper_speedup"] = figures["plain_us"] / figures["viper_us"]
         result[name].update({k: round(v, 2) if isinstance(v, float) else v for k, v in figures.items()})

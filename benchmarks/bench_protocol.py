@@ -27,14 +27,7 @@ dirty = bytes([0x7e, 0x7d]) * (%(n)d // 2)
 r = P.CommandReader()
 line = bytearray(P.encode_command(123, 'set', ['1500', '1600']))
 
-def per_call(f, reps=5000):
-    best = 1e9
-    for _ in range(5):  # best of 5: other processes only ever add time
-        t = time.ticks_us()
-        for i in range(reps):
-            f()
-        best = min(best, time.ticks_diff(time.ticks_us(), t) / reps)
-    return best
+from mp_timing import per_call
 
 def in_place():
     struct.pack_into('<hhhhhhhhhhhhhhhhh', view, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17)
@@ -71,7 +64,7 @@ def main():
     rate, wire_bytes = decode_rate()
     result = {"payload_bytes": PAYLOAD, "wire_bytes_per_frame": round(wire_bytes, 2),
               "cpython_decode_frames_per_s": round(rate)}
-    mp = json.loads(run_micropython(MICROPYTHON_BENCH % {"n": PAYLOAD}, sys_path=[ROOT / "firmware"], timeout=120))
+    mp = json.loads(run_micropython(MICROPYTHON_BENCH % {"n": PAYLOAD}, sys_path=[ROOT / "firmware", ROOT / "benchmarks"], timeout=120))
     result.update({"micropython_unix_" + k: round(v, 2) for k, v in mp.items()})
     if args.json:
         print(json.dumps(result))
