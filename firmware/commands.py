@@ -15,6 +15,7 @@ import time
 import machine
 import mlp
 import models
+import programs
 import protocol as P
 import telemetry
 
@@ -127,13 +128,6 @@ class Transfer:
         return done
 
 
-def _int(text, what):
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError("%s must be an integer, not %r" % (what, text))
-
-
 class Commands:
     """Parses the host's lines (fed from the loop's rx poll) and runs them on the robot."""
 
@@ -234,13 +228,13 @@ class Commands:
             raise Refused(P.E_STATE, "set needs direct mode (send `direct` first); mode is %s" % r.mode.name)
         if len(args) != len(r.servos):
             raise ValueError("set takes %d pulses in us, one per joint" % len(r.servos))
-        r.mode.setpoint([_int(a, "pulse") for a in args])
+        r.mode.setpoint([programs.integer(a, "pulse") for a in args])
         return None
 
     def rate(self, args):
         if len(args) != 1:
             raise ValueError("rate takes one argument: the loop rate in Hz")
-        hz = _int(args[0], "rate")
+        hz = programs.integer(args[0], "rate")
         if not RATE_RANGE[0] <= hz <= RATE_RANGE[1]:
             raise Refused(P.E_RANGE, "rate must be %d..%d Hz" % RATE_RANGE)
         if self.robot.mode.name in TIMED_MODES:
@@ -251,7 +245,7 @@ class Commands:
     def telemetry(self, args):
         if len(args) != 1:
             raise ValueError("telemetry takes one argument: send a frame every N ticks (0 = off)")
-        every = _int(args[0], "telemetry")
+        every = programs.integer(args[0], "telemetry")
         if not 0 <= every <= 1000:
             raise Refused(P.E_RANGE, "telemetry must be 0..1000 ticks")
         self.robot.telemetry_every = every
@@ -262,7 +256,7 @@ class Commands:
         if op == "begin":
             if len(args) != 4:
                 raise ValueError("xfer begin <slot> <size> <crc32hex>")
-            size = _int(args[2], "size")
+            size = programs.integer(args[2], "size")
             try:
                 crc = int(args[3], 16)
             except ValueError:
@@ -283,7 +277,7 @@ class Commands:
         if op == "put":
             if len(args) != 3:
                 raise ValueError("xfer put <offset> <base64>")
-            t.put(_int(args[1], "offset"), P.decode_chunk(args[2]))
+            t.put(programs.integer(args[1], "offset"), P.decode_chunk(args[2]))
             return None
         self.transfer = None  # end: finished either way; a failed one must start again
         return t.end()

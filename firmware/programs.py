@@ -171,22 +171,27 @@ def key_values(args, what):
     return given
 
 
+def check_known(name, given, spec):
+    """ValueError naming the first given parameter that `spec` ([(key, default)]) does not take."""
+    known = [k for k, _ in spec]
+    for k in given:
+        if k not in known:
+            raise ValueError("%s takes no %r (parameters: %s)" % (name, k, ", ".join(known) or "none"))
+
+
 def resolve(name, params, n_joints):
     """The full parameter dict of a program from the given {key: int or str} (ValueError if bad)."""
     if name not in PROGRAMS:
         raise ValueError("no program %r (programs: %s)" % (name, ", ".join(sorted(PROGRAMS))))
     spec = PROGRAMS[name]
-    known = [k for k, _ in spec]
-    for k in params:
-        if k not in known:
-            raise ValueError("%s takes no %r (parameters: %s)" % (name, k, ", ".join(known)))
+    check_known(name, params, spec)
     out = {"name": name}
     for k, default in spec:
         v = params.get(k, default)
         if k == "joints":
             v = _joints(v, n_joints)
         elif v is not None:
-            v = _int(k, v)
+            v = integer(v, k)
         out[k] = v
     _check(out)
     return out
@@ -206,11 +211,12 @@ def _joints(v, n_joints):
     return v
 
 
-def _int(k, v):
+def integer(text, what):
+    """int(text), or a ValueError that names what was expected (program, track and command arguments)."""
     try:
-        return int(v)
+        return int(text)
     except ValueError:
-        raise ValueError("%s=%s: expected an integer" % (k, v))
+        raise ValueError("%s must be an integer, not %r" % (what, text))
 
 
 def _check(p):

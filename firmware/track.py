@@ -76,10 +76,7 @@ def trajectory(name, given, joints, rate_hz, sent):
     if name not in TRAJECTORIES:
         raise ValueError("no trajectory %r (trajectories: %s)" % (name, ", ".join(sorted(TRAJECTORIES))))
     spec = TRAJECTORIES[name]
-    known = [k for k, _ in spec]
-    for k in given:
-        if k not in known:
-            raise ValueError("%s takes no %r (parameters: %s)" % (name, k, ", ".join(known) or "none"))
+    programs.check_known(name, given, spec)
     nj = len(joints)
     lims = [limits(j) for j in joints]
     if name == "traj":

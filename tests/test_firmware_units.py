@@ -199,7 +199,7 @@ def test_sine_approximation():
     ("wiggle", {}, "no program 'wiggle'"),
     ("steps", {"speed": "3"}, "steps takes no 'speed'"),
     ("steps", {"joints": "0,2"}, "joints are 0..1"),
-    ("steps", {"seed": "x"}, "seed=x: expected an integer"),
+    ("steps", {"seed": "x"}, "seed must be an integer, not 'x'"),
     ("steps", {"dwell_min_ms": "900", "dwell_max_ms": "100"}, "dwell_min_ms <= dwell_max_ms"),
     ("prbs", {"duration_ms": "0"}, "duration_ms must be"),
 ])
