@@ -110,8 +110,20 @@ class Recorder:
             self._write_error = self._write_error or e
 
     # -- watching -----------------------------------------------------------------
-    def record(self, until=None, program=None, stop=None, total_s=None, tick=None):
-        """Watch until monotonic time `until`, the LOG "program done" of `program`, or `stop` is set.
+    def run(self, kind, name, args=(), stop=None):
+        """`program NAME args` or `track NAME args` on the board, recorded until its "done" log; the reason.
+
+        The ack (resolved parameters, ticks) goes into the session as a "<kind> started" marker."""
+        ack = self.link.request_json(kind, name, *args)
+        params = ack.get("program") or ack.get("trajectory")
+        self.marker({"event": f"{kind} started", kind: name, "params": params, "rate_hz": ack["rate_hz"],
+                     "ticks": ack["ticks"], **({"controller": ack["controller"]} if "controller" in ack else {})})
+        total = ack["ticks"] / ack["rate_hz"]
+        return self.record(until=time.monotonic() + total + GRACE_S, done=f"{kind} done: {name}", stop=stop,
+                           total_s=total)
+
+    def record(self, until=None, done=None, stop=None, total_s=None, tick=None):
+        """Watch until monotonic time `until`, the board's LOG line `done` (e.g. "program done: steps"), or `stop`.
 
         `tick()`, when given, is called every pass (a driver streaming commands); it returns the
         seconds until it wants to be called again, or None when it is done (returns "done").
@@ -123,12 +135,12 @@ class Recorder:
         next_show = start + SHOW_EVERY_S
         resets = link.resets
         while True:
-            done = self._drain(program)
+            finished = self._drain(done)
             if self.write_error or link.error:
                 self.fault = str(self.write_error or link.error)
                 return None
-            if done:
-                return "program done"
+            if finished:
+                return done
             if stop is not None and stop.is_set():
                 return "stopped by the user"
             now = time.monotonic()
@@ -146,8 +158,8 @@ class Recorder:
                 return "done"
             time.sleep(min(wait, 0.05))
 
-    def _drain(self, program=None):
-        """Take the link's telemetry and logs; True when `program` said it is done."""
+    def _drain(self, done=None):
+        """Take the link's telemetry and logs; True when the board logged `done`."""
         link = self.link
         try:
             while True:
@@ -157,14 +169,14 @@ class Recorder:
                 self.last_t, self.latest = now, payload
         except queue.Empty:
             pass
-        done = False
+        finished = False
         while not link.logs.empty():
             _, level, text = link.logs.get_nowait()
-            if program and text == f"program done: {program}":
-                done = True
+            if done and text == done:
+                finished = True
             elif level >= P.LOG_WARN:
                 self._line(f"[device] {text}")
-        return done
+        return finished
 
     # -- the end ------------------------------------------------------------------
     def finish(self, reason, complete=True):
@@ -276,16 +288,11 @@ def collect(port, program="steps", seed=None, params=None, duration=None, name=N
     rec.start()
     with rec:
         rec.say(f"recording {rec.path} from {port}")
-        until, total, done_on = None, duration, None
         if program != "idle":
-            ack = rec.link.request_json("program", program, *[f"{k}={v}" for k, v in given.items()])
-            rec.marker({"event": "program started", "program": program, "params": ack["program"],
-                        "rate_hz": ack["rate_hz"], "ticks": ack["ticks"]})
-            total = ack["ticks"] / ack["rate_hz"]
-            until, done_on = time.monotonic() + total + GRACE_S, program
-        elif duration is not None:
-            until = time.monotonic() + duration
-        reason = rec.record(until=until, program=done_on, stop=stop, total_s=total)
+            reason = rec.run("program", program, [f"{k}={v}" for k, v in given.items()], stop)
+        else:
+            until = time.monotonic() + duration if duration is not None else None
+            reason = rec.record(until=until, stop=stop, total_s=duration)
         summary = rec.finish(reason or rec.fault, complete=reason is not None)
     if reason is None or rec.write_error:
         raise UserError(f"{rec.fault or rec.write_error}; session kept: {rec.kept()}")

@@ -57,7 +57,7 @@ def test_no_frame_lost_at_the_nominal_rate(gen0, tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     summary = json.loads(out)
-    assert summary["complete"] and summary["reason"] == "program done", summary
+    assert summary["complete"] and summary["reason"] == "program done: steps", summary
     assert summary["drops"] == 0 and summary["crc_errors"] == 0 and summary["segments"] == 1, summary
     assert 0.6 < summary["link_utilisation"] < 0.9, summary  # 44-byte frames at 200 Hz: ~77 % of 11520 B/s
     assert "frames/s" in err and "shoulder" in err and "elbow" in err  # the live progress line

@@ -1,0 +1,78 @@
+"""`host eval`: the robot follows held-out trajectories with the naive, linear and learned controllers."""
+
+import json
+import sys
+
+from host.commands.collect import with_stop_signals
+from host.commands.models import list_models
+from host.errors import UserError
+from host.evaluate import CONTROLLERS, SECONDS, TRAJECTORIES, calibrate, evaluate, plot, public, table
+from host.link.client import Link
+from host.sessions import find_session, load
+
+
+def add_parser(sub):
+    p = sub.add_parser("eval", help="track held-out trajectories with each controller; RMSE, max error, lag")
+    p.add_argument("--port", required=True, help="serial port of the board (see `host ports`)")
+    p.add_argument("--trajectories", default=",".join(TRAJECTORIES), metavar="NAME,...",
+                   help=f"which reference trajectories (default all: {','.join(TRAJECTORIES)})")
+    p.add_argument("--seconds", type=float, default=SECONDS, help=f"length of each trajectory (default {SECONDS:g})")
+    p.add_argument("--controllers", default=",".join(CONTROLLERS), metavar="NAME,...",
+                   help=f"which controllers (default all: {','.join(CONTROLLERS)})")
+    cal = p.add_mutually_exclusive_group()
+    cal.add_argument("--calibrate", nargs="+", metavar="SESSION",
+                     help="sessions to fit the linear calibration on (default: the deployed model's training sessions)")
+    cal.add_argument("--linear", metavar="A0,B0,A1,B1", help="the linear calibration itself: pulse_j = a_j + b_j * deg")
+    p.add_argument("--models", default="models", metavar="DIR", help="where to look up the deployed model (default ./models)")
+    p.add_argument("--out", metavar="DIR", help="sessions directory for the runs (default $POLYNIOD_SESSIONS or ./sessions)")
+    p.add_argument("--plot", metavar="FILE.png", help="write target vs measured per trajectory and controller")
+    p.add_argument("--json", action="store_true", help="print every figure as JSON on stdout")
+    p.set_defaults(run=run)
+
+
+def run(args):
+    say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    names = [n for n in args.trajectories.split(",") if n]
+    controllers = [c for c in args.controllers.split(",") if c]
+    lin, cal = linear(args, controllers)
+    if cal:
+        say("linear calibration from " + ", ".join(cal["sessions"]) + ": " + ", ".join(
+            f"{j} {a:.0f} us + {b:.2f} us/deg" for j, a, b in zip(cal["joints"], cal["lin"][::2], cal["lin"][1::2])))
+    result = with_stop_signals(lambda stop: evaluate(args.port, lin, names, args.seconds, controllers, args.out,
+                                                     say=say, stop=stop))
+    if args.plot:
+        plot(result, args.plot)
+    out = public(result)
+    out["calibration"], out["plot"] = cal, args.plot
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    for note in result["notes"]:
+        print(note)
+    for line in table(result):
+        print(line)
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def linear(args, controllers):
+    """(lin, calibration or None): given, fitted on --calibrate sessions, or on the deployed model's sessions."""
+    if "linear" not in controllers:
+        return [], None
+    if args.linear:
+        try:
+            return [float(v) for v in args.linear.split(",")], None
+        except ValueError:
+            raise UserError(f"--linear {args.linear}: give numbers a0,b0,a1,b1 (pulse = a + b * deg per joint)") from None
+    if args.calibrate:
+        sessions = [load(find_session(s, args.out)) for s in args.calibrate]
+    else:
+        with Link(args.port) as link:
+            model_id = link.connect().get("model")
+        trained = next((m for m in list_models(args.models) if model_id and m.get("model_id") == model_id), None)
+        if trained is None:
+            raise UserError(f"the linear calibration needs collected data: give --calibrate SESSION ... (the board's "
+                            f"model {model_id or '(none)'} is not among {args.models}/, whose training sessions are the default)")
+        sessions = [load(find_session(s["path"])) for s in trained["sessions"]]
+    return (cal := calibrate(sessions))["lin"], cal

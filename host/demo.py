@@ -1,0 +1,217 @@
+"""The whole loop in one run: flash -> collect excitation -> train -> deploy -> evaluate -> report.
+
+By default on a virtual Gen0 started here (an empty board with MicroPython, like one fresh from
+esptool); with `port` on a robot already connected. Every step's artefacts stay in one run
+directory: the sessions, the model, the calibration, the evaluation and report.md, which says
+how to reproduce each step with the single commands.
+"""
+
+import shlex
+import time
+from datetime import datetime
+from pathlib import Path
+
+from host.collect import Recorder
+from host.deploy import deploy, read_blob
+from host.errors import DeviceError, UserError
+from host.evaluate import CONTROLLERS, SECONDS, TRAJECTORIES, calibrate, evaluate, plot as plot_eval, public, table
+from host.files import write_json
+from host.flash.firmware import flash_firmware
+from host.link.client import Link
+from host.replay import plot as plot_session
+from host.report import write_report
+from host.sessions import load
+from host.train.pipeline import train
+
+COLLECT_S = 50.0  # of excitation: a chirp (smooth, all frequencies), then random steps (held pulses)
+CHIRP_SHARE = 0.4
+EPOCHS = 60
+STEPS_DWELL_MS = (150, 600)
+
+
+def excitation(collect_s, seed):
+    """[(program, {param: value})]: what the demo runs to learn the servos from."""
+    chirp_ms = round(collect_s * CHIRP_SHARE * 1000)
+    return [("chirp", {"duration_ms": chirp_ms}),
+            ("steps", {"seed": seed, "duration_ms": round(collect_s * 1000) - chirp_ms,
+                       "dwell_min_ms": STEPS_DWELL_MS[0], "dwell_max_ms": STEPS_DWELL_MS[1]})]
+
+
+def run_dir(out=None):
+    """A new run directory: `out`, or runs/demo-<date>-<time> (never an existing one reused)."""
+    if out:
+        path = Path(out)
+        if path.exists() and any(path.iterdir()):
+            raise UserError(f"--out {out} exists and is not empty: give a new directory")
+    else:
+        path = Path("runs") / datetime.now().strftime("demo-%Y%m%d-%H%M%S")
+        n = 1
+        while path.exists():
+            n += 1
+            path = path.with_name(f"{path.name.rsplit('~', 1)[0]}~{n}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the run directory {path}: {e.strerror}") from None
+    return path
+
+
+class Demo:
+    """One demo run: the options, the run directory, what each step measured, the steps' wall times."""
+
+    def __init__(self, port=None, plant=None, seed=0, out=None, collect_s=COLLECT_S, epochs=EPOCHS,
+                 seconds=SECONDS, trajectories=TRAJECTORIES, flash=True, say=print):
+        if not collect_s >= 10:
+            raise UserError(f"--collect {collect_s:g}: give at least 10 seconds of excitation")
+        if epochs < 1:
+            raise UserError(f"--epochs {epochs}: give a whole number >= 1")
+        self.port, self.plant, self.seed = port, plant, seed
+        self.collect_s, self.epochs, self.seconds, self.names = collect_s, epochs, seconds, list(trajectories)
+        self.flash, self.say = flash, say
+        self.dir = run_dir(out)
+        self.steps = {}  # name -> seconds
+        self.facts = {"run_dir": str(self.dir), "seed": seed, "plant": plant, "port": port,
+                      "started": datetime.now().isoformat(timespec="seconds")}
+        self._n = 0
+
+    def step(self, name, text):
+        self._n += 1
+        self.say(f"[{self._n}/{7 if self.port is None else 6}] {text}")
+        self._t = time.monotonic()
+        self._name = name
+
+    def done(self, **facts):
+        self.steps[self._name] = round(time.monotonic() - self._t, 2)
+        self.facts[self._name] = facts
+        return facts
+
+    def note(self, text):
+        self.say("      " + text)
+
+    # -- the pipeline -------------------------------------------------------------------------------
+    def run(self):
+        t0 = time.monotonic()
+        if self.port is None:
+            from host.sim import VirtualGen0
+
+            self.step("sim", f"starting a virtual Gen0 (seed {self.seed}"
+                      + (f", plant {self.plant}" if self.plant else "") + ") ...")
+            with VirtualGen0(plant=self.plant, seed=self.seed) as sim:
+                if not sim.wait_ready(20):
+                    raise DeviceError(f"the virtual Gen0 did not boot: {sim.failed}")
+                self.note(f"port {sim.port}: an empty board with MicroPython, like one fresh from esptool")
+                self.done(port=sim.port, micropython=sim.version)
+                self.facts["port"] = sim.port
+                self._pipeline(sim.port)
+        else:
+            self._pipeline(self.port)
+        self.facts["seconds"] = round(time.monotonic() - t0, 1)
+        self.facts["step_seconds"] = self.steps
+        self.facts["report"] = str(write_report(self))
+        write_json(self.dir / "demo.json", self.facts)
+        return self.facts
+
+    def _pipeline(self, port):
+        if self.flash:
+            self.step("flash", f"flashing the firmware onto {port} with mpremote ...")
+            hello = flash_firmware(port, say=self.note) or {}
+            self.done(firmware=hello.get("fw"), board_id=hello.get("board_id"), micropython=hello.get("micropython"))
+        session = self._collect(port)
+        model = self._train(session)
+        self._deploy(port, model)
+        self._evaluate(port, session)
+
+    def _collect(self, port):
+        plan = excitation(self.collect_s, self.seed + 1)
+        self.step("collect", f"collecting {self.collect_s:g} s of excitation: "
+                  + ", then ".join(f"{p} {v['duration_ms'] / 1000:g} s" for p, v in plan) + " ...")
+        header = {"program": {"name": "+".join(p for p, _ in plan), "plan": plan}}
+        rec = Recorder(port, self.dir / "sessions", "excitation", header, progress=True, say=self.note)
+        rec.start()
+        with rec:
+            for program, params in plan:
+                reason = rec.run("program", program, [f"{k}={v}" for k, v in params.items()])
+                if reason is None:
+                    break
+            summary = rec.finish(reason or rec.fault, complete=reason is not None)
+        if reason is None:
+            raise DeviceError(f"{rec.fault}; session kept: {rec.kept()}")
+        session = load(rec.path)
+        plot_session(session, self.dir / "excitation.png", title="excitation: chirp, then random steps")
+        self.note(f"{summary['telemetry_frames']} frames at {summary['rate_hz']:.0f} Hz, {summary['drops']} dropped, "
+                  f"link {summary['link_utilisation'] * 100:.0f} % -> {rec.path}")
+        self.done(session=str(rec.path), plan=plan, frames=summary["telemetry_frames"], drops=summary["drops"],
+                  crc_errors=summary["crc_errors"], rate_hz=summary["rate_hz"],
+                  link_utilisation=summary["link_utilisation"])
+        return session
+
+    def _train(self, session):
+        self.step("train", f"training the inverse model (pulse from the angle wanted next) for up to {self.epochs} epochs ...")
+        m = train("inverse", [session], out=self.dir / "model", progress=True, epochs=self.epochs, patience=15)
+        self.note(f"{m['rows']['train']} training rows, {m['epochs_run']} epochs in {m['timings']['train_s']:.1f} s; "
+                  f"held-out pulse error (int8) "
+                  + ", ".join(f"{k} {v:.0f} us" for k, v in m["int8"]["val_rmse"].items())
+                  + " vs linear " + ", ".join(f"{v:.0f}" for v in m["baseline_rmse"]["linear"].values()))
+        self.done(path=m["path"], model_id=m["model_id"], rows=m["rows"], epochs_run=m["epochs_run"],
+                  val_rmse=m["val_rmse"], int8_val_rmse=m["int8"]["val_rmse"],
+                  linear_rmse=m["baseline_rmse"]["linear"], blob_bytes=m["sizes"]["blob_bytes"],
+                  inputs=m["inputs"], outputs=m["outputs"], hidden=m["config"]["hidden"], train_s=m["timings"]["train_s"])
+        return Path(m["path"])
+
+    def _deploy(self, port, model):
+        blob, ref = read_blob(model)
+        self.step("deploy", f"deploying {model} ({len(blob)} B) over the link ...")
+        with Link(port) as link:
+            link.connect()
+            baud = ((link.hello.get("robot") or {}).get("link") or {}).get("baud") or link.baud
+            d = deploy(link, blob, ref, baud=baud)
+        p = d["parity"]
+        self.note(f"model {d['model_id']} running: {d['bytes']} B in {d['seconds']:.2f} s; device vs host reference: "
+                  f"{p['vectors'] - p['mismatches']}/{p['vectors']} bit-identical")
+        if p["mismatches"]:
+            raise DeviceError(f"the board's model disagrees with the host reference on {p['mismatches']} of "
+                              f"{p['vectors']} inputs (first: {p['first_mismatch']})")
+        self.done(**d)
+
+    def _evaluate(self, port, session):
+        self.step("eval", f"evaluating on held-out trajectories ({', '.join(self.names)}; "
+                  f"{self.seconds:g} s each) with the {', '.join(CONTROLLERS)} controllers ...")
+        cal = calibrate([session])
+        write_json(self.dir / "calibration.json", cal)
+        self.note("linear calibration (least squares, settled samples): "
+                  + ", ".join(f"{j} {a:.0f} us + {b:.2f} us/deg" for j, a, b in
+                              zip(cal["joints"], cal["lin"][::2], cal["lin"][1::2])))
+        result = evaluate(port, cal["lin"], self.names, self.seconds, out=self.dir / "sessions", say=self.note)
+        plot_eval(result, self.dir / "eval.png")
+        facts = public(result)
+        write_json(self.dir / "eval.json", facts)
+        self.done(**facts, calibration=cal)
+        self.say("")
+        for line in table(result):
+            self.say("  " + line)
+
+    # -- reproducing ---------------------------------------------------------------------------------
+    def commands(self):
+        """The commands that reproduce this run: the whole demo, then step by step."""
+        opts = ([f"--port {self.port}"] if self.port else []) + ([f"--plant {shlex.quote(self.plant)}"] if self.plant else [])
+        opts += [f"--seed {self.seed}"] if self.port is None else []
+        opts += [f"--collect {self.collect_s:g}"] if self.collect_s != COLLECT_S else []
+        opts += [f"--epochs {self.epochs}"] if self.epochs != EPOCHS else []
+        opts += [f"--seconds {self.seconds:g}"] if self.seconds != SECONDS else []
+        port = self.port or "/tmp/gen0"
+        d = shlex.quote(str(self.dir))
+        plan = excitation(self.collect_s, self.seed + 1)
+        steps = []
+        if self.port is None:
+            steps.append(f"host sim --seed {self.seed}" + (f" --plant {shlex.quote(self.plant)}" if self.plant else "")
+                         + f" --link {port} &")
+        steps.append(f"host flash --port {port}")
+        for program, params in plan:
+            steps.append(f"host collect --port {port} --program {program} --out {d}/sessions --name {program} "
+                         + " ".join(f"--param {k}={v}" for k, v in params.items()))
+        steps.append(f"host train {d}/sessions/chirp.session {d}/sessions/steps.session --task inverse "
+                     f"--epochs {self.epochs} --patience 15 --out {d}/model --force")
+        steps.append(f"host deploy {d}/model --port {port}")
+        steps.append(f"host eval --port {port} --calibrate {d}/sessions/chirp.session {d}/sessions/steps.session "
+                     f"--seconds {self.seconds:g} --out {d}/sessions --plot {d}/eval.png")
+        return "host demo " + " ".join(opts), steps

@@ -1,0 +1,339 @@
+"""Closed-loop evaluation: the robot follows reference trajectories in track mode, once per controller,
+and each run is scored from its recorded session.
+
+The controllers are the board's own (firmware/track.py): `naive` (the datasheet's 500-2500 µs over
+-90..90 deg), `linear` (pulse = a + b * deg per joint, least squares on settled samples of collected
+data: calibrate()) and `model` (the deployed MLP). The trajectories are made here, on the host, and
+sent into the board's `traj` slot: steps of several sizes both ways, sines of several frequencies and
+smooth random moves from a seed of their own. No excitation program produces them, so they are in no
+training session: held out by construction.
+
+A run is scored on its body, after a lead-in that holds the first target while the joint gets there:
+RMSE and max of measured - target angle, and the lag, the delay of the measured angle that fits the
+target best.
+"""
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from host.collect import Recorder
+from host.deploy import send_trajectory
+from host.errors import DeviceError, UserError
+from host.files import save_figure
+from host.link.client import CommandError, Link
+from host.sessions import load
+from host.train.dataset import robot_of
+
+CONTROLLERS = ("naive", "linear", "model")
+TRAJECTORIES = ("steps", "sines", "random")
+SECONDS = 6.0  # of each trajectory's body
+LEAD_IN_S = 0.5  # holding the first target before the scored body
+MAX_LAG_S = 0.3  # the lag search range
+STEP_SIZES = (5, 10, 20, 40)  # deg, each up and down
+SINES = ((0.5, 40.0), (1.0, 25.0), (2.0, 12.0))  # (Hz, amplitude deg): similar peak speeds, ~150 deg/s
+RANDOM_AMP, RANDOM_KNOT_S = 35.0, 0.5  # smooth random: cosine-eased moves between random knots
+EVAL_SEED = 9_000_001  # the random trajectory's own seed: no program draws from it
+SETTLED_S = 0.3  # calibrate(): a pulse held this long has settled
+
+
+@dataclass
+class Trajectory:
+    name: str
+    about: str
+    targets: np.ndarray  # [ticks, joints] deg: the lead-in, then the scored body
+    lead_in: int  # ticks
+
+
+# -- the held-out trajectories ------------------------------------------------------------------------
+def trajectories(n_joints, rate_hz, names=TRAJECTORIES, seconds=SECONDS, seed=EVAL_SEED):
+    """The reference trajectories `names` for n_joints at rate_hz, each `seconds` long after its lead-in.
+
+    Joint j > 0 runs each pattern in another order and direction, so the joints do not move in step."""
+    unknown = [n for n in names if n not in TRAJECTORIES]
+    if unknown:
+        raise UserError(f"no trajectory {unknown[0]!r}: the trajectories are {', '.join(TRAJECTORIES)}")
+    if not 1.0 <= seconds <= 60:
+        raise UserError(f"--seconds {seconds:g}: give 1 to 60 seconds per trajectory")
+    n = round(seconds * rate_hz)
+    t = np.arange(n) / rate_hz
+    lead_in = round(LEAD_IN_S * rate_hz)
+    out = []
+    for name in names:
+        columns = []
+        for j in range(n_joints):
+            sign = -1.0 if j % 2 else 1.0
+            if name == "steps":
+                sizes = STEP_SIZES[::-1] if j % 2 else STEP_SIZES
+                levels = [0.0] + [sign * v for s in sizes for v in (s, 0, -s, 0)]
+                hold = n // len(levels)
+                body = np.repeat(levels, hold)
+                columns.append(np.concatenate([body, np.zeros(n - len(body))]))
+                about = (f"steps of {', '.join(map(str, STEP_SIZES))} deg up and down, "
+                         f"{hold / rate_hz * 1000:.0f} ms each")
+            elif name == "sines":
+                parts = SINES[::-1] if j % 2 else SINES
+                columns.append(sign * _sines(parts, t, seconds))
+                about = "sines of " + ", ".join(f"{f:g} Hz +-{a:g} deg" for f, a in SINES) + f", up to {seconds / len(SINES):.1f} s each"
+            else:
+                rng = np.random.default_rng(seed + j)
+                columns.append(_smooth_random(rng, t, seconds))
+                about = f"smooth random within +-{RANDOM_AMP:g} deg, a new point every {RANDOM_KNOT_S:g} s"
+        body = np.column_stack(columns)
+        targets = np.vstack([np.repeat(body[:1], lead_in, axis=0), body])
+        out.append(Trajectory(name, about, targets, lead_in))
+    return out
+
+
+def _sines(parts, t, seconds):
+    """One segment per sine, of as many whole half-cycles as fit its share of `seconds`: each starts and ends at 0."""
+    seg = seconds / len(parts)
+    out = np.zeros_like(t)
+    start = 0.0
+    for f, amp in parts:
+        half_cycles = max(1, math.floor(2 * f * seg + 1e-9))
+        end = start + half_cycles / (2 * f)
+        inside = (t >= start) & (t < end)
+        out[inside] = amp * np.sin(2 * np.pi * f * (t[inside] - start))
+        start = end
+    return out
+
+
+def _smooth_random(rng, t, seconds):
+    """Random knots about every RANDOM_KNOT_S (the first and last at 0), cosine-eased between them."""
+    k = max(1, round(seconds / RANDOM_KNOT_S))
+    knots = rng.uniform(-RANDOM_AMP, RANDOM_AMP, k + 1)
+    knots[0] = knots[-1] = 0.0
+    u = t * k / seconds
+    i = np.minimum(u.astype(int), k - 1)
+    ease = (1 - np.cos(np.pi * (u - i))) / 2
+    return knots[i] + (knots[i + 1] - knots[i]) * ease
+
+
+# -- the linear calibration ---------------------------------------------------------------------------
+def calibrate(sessions):
+    """Least-squares pulse = a + b * deg per joint, on the samples whose pulse had been held SETTLED_S.
+
+    What a careful user does by hand (command a pulse, wait, read the angle), over every settled
+    sample of the sessions. {"lin": [a0, b0, a1, b1, ...], "joints", "rows", "rmse_us", "sessions"}."""
+    if not sessions:
+        raise UserError("the linear calibration needs collected sessions: give --calibrate SESSION (`host sessions`)")
+    joints, rate = robot_of(sessions)
+    held = max(1, round(SETTLED_S * rate))
+    lin, rows, errors = [], {}, {}
+    for j in joints:
+        x, y = [], []
+        for s in sessions:
+            c = s.columns
+            if len(s) == 0 or f"{j}_cmd_us" not in c:
+                continue
+            pulse, deg, seg = np.asarray(c[f"{j}_cmd_us"]), np.asarray(c[f"{j}_deg"], dtype=float), c["segment"]
+            change = np.ones(len(pulse), dtype=bool)
+            change[1:] = (pulse[1:] != pulse[:-1]) | (seg[1:] != seg[:-1])
+            starts = np.flatnonzero(change)
+            age = np.arange(len(pulse)) - starts[np.cumsum(change) - 1]  # ticks since the pulse last changed
+            ok = (age >= held) & (pulse > 0) & np.isfinite(deg)
+            x.append(deg[ok])
+            y.append(pulse[ok].astype(float))
+        x, y = (np.concatenate(v) if v else np.zeros(0) for v in (x, y))
+        if len(x) < 20 or np.ptp(x) < 10:
+            raise UserError(f"too few settled samples of {j} in {', '.join(s.name for s in sessions)} ({len(x)}): "
+                            f"collect with `host collect --program steps` (it holds pulses >= {SETTLED_S:g} s)")
+        a = np.column_stack([np.ones_like(x), x])
+        coef = np.linalg.lstsq(a, y, rcond=None)[0]
+        lin += [round(float(coef[0]), 3), round(float(coef[1]), 4)]
+        rows[j] = len(x)
+        errors[j] = round(float(np.sqrt(np.mean((a @ coef - y) ** 2))), 2)
+    return {"lin": lin, "joints": joints, "rows": rows, "rmse_us": errors, "settled_s": SETTLED_S,
+            "sessions": [str(s.path) for s in sessions]}
+
+
+# -- running ------------------------------------------------------------------------------------------
+def evaluate(port, lin, names=TRAJECTORIES, seconds=SECONDS, controllers=CONTROLLERS, out=None,
+             progress=True, say=print, stop=None):
+    """Run each trajectory with each controller on the board at `port`, recording a session per run.
+
+    lin: the linear controller's [a0, b0, a1, b1, ...]. Returns {"runs": [...], "summary": ...,
+    "trajectories": ...}; a controller the board cannot run (no model deployed) is skipped with a note."""
+    out = Path(out or "sessions")
+    runs, notes = [], []
+    controllers = list(controllers)
+    for c in controllers:
+        if c not in CONTROLLERS:
+            raise UserError(f"no controller {c!r}: the controllers are {', '.join(CONTROLLERS)}")
+    with Link(port) as link:
+        hello = link.connect()
+    plan = trajectories(len(hello["robot"]["joints"]), hello["rate_hz"], names, seconds)
+    if "model" in controllers and not hello.get("model"):
+        notes.append("controller model skipped: no model on the board (deploy one: `host deploy MODEL --port P`)")
+        controllers.remove("model")
+    for traj in plan:
+        for c in controllers:
+            args = [f"controller={c}"] + ([f"lin={','.join(f'{v:g}' for v in lin)}"] if c == "linear" else [])
+            header = {"eval": {"trajectory": traj.name, "controller": c, "lead_in": traj.lead_in,
+                               "lin": lin if c == "linear" else None}}
+            rec = Recorder(port, out, f"eval-{traj.name}-{c}", header, progress=False, say=say)
+            rec.start()
+            with rec:
+                if c == controllers[0]:
+                    say(f"  {traj.name}: {traj.about}; sending {len(traj.targets)} ticks ...")
+                    send_trajectory(rec.link, traj.targets)
+                try:
+                    reason = rec.run("track", "traj", args, stop)
+                except CommandError as e:
+                    raise DeviceError(f"track {traj.name} with controller {c}: {e}") from None
+                rec.finish(reason or rec.fault, complete=reason is not None)
+            if reason is None:
+                raise DeviceError(f"{rec.fault}; session kept: {rec.kept()}")
+            if stop is not None and stop.is_set():
+                raise UserError(f"stopped by the user; the sessions so far are in {out}")
+            run = score(load(rec.path), traj.lead_in)
+            run.update(trajectory=traj.name, controller=c, session=str(rec.path))
+            runs.append(run)
+            say("  " + _run_line(run))
+    return {"trajectories": {t.name: {"about": t.about, "ticks": len(t.targets), "lead_in": t.lead_in} for t in plan},
+            "controllers": controllers, "lin": lin, "model_id": hello.get("model"), "seconds": seconds,
+            "runs": runs, "summary": summarize(runs), "notes": notes}
+
+
+# -- scoring ------------------------------------------------------------------------------------------
+def score(session, lead_in):
+    """Per joint RMSE, max |error| (deg) and lag (ms) of one track run's session, after its lead-in."""
+    c = session.columns
+    hello = session.segments[-1]["hello"] if session.segments else None
+    if not hello or not len(session):
+        raise UserError(f"{session.path}: no telemetry recorded for the run")
+    track = np.flatnonzero(np.asarray(c["mode"]) == hello["modes"].index("track"))
+    if len(track) <= lead_in or np.any(np.diff(track) != 1):
+        raise DeviceError(f"{session.path}: the track run is not one unbroken stretch of ticks "
+                          f"({len(track)} ticks, {session.stats['drops']} frames lost)")
+    rows = track[lead_in:]
+    rate = hello["rate_hz"]
+    joints = {}
+    for j in (x["name"] for x in hello["robot"]["joints"]):
+        target, measured = np.asarray(c[f"{j}_target_deg"], float)[rows], np.asarray(c[f"{j}_deg"], float)[rows]
+        err = measured - target
+        joints[j] = {"rmse_deg": _r(np.sqrt(np.mean(err ** 2))), "max_deg": _r(np.abs(err).max()),
+                     "lag_ms": _r(lag(target, measured, rate) * 1000, 1)}
+    return {"ticks": len(rows), "rate_hz": rate, "drops": int(session.stats["drops"]), "joints": joints,
+            "t": (np.asarray(c["t"])[rows] - c["t"][rows[0]]), "targets": {j: np.asarray(c[f"{j}_target_deg"])[rows] for j in joints},
+            "measured": {j: np.asarray(c[f"{j}_deg"])[rows] for j in joints}}
+
+
+def lag(target, measured, rate_hz):
+    """The delay (s, 0..MAX_LAG_S) of `measured` behind `target` that leaves the smallest RMS difference."""
+    n = len(target)
+    best, best_k = None, 0
+    for k in range(min(round(MAX_LAG_S * rate_hz), n // 2) + 1):
+        d = np.mean((measured[k:] - target[:n - k]) ** 2)
+        if best is None or d < best:
+            best, best_k = d, k
+    return best_k / rate_hz
+
+
+def summarize(runs):
+    """Per controller and joint over all the runs: RMSE (pooled), max, mean lag; and the ratios to the model."""
+    out = {}
+    for c in dict.fromkeys(r["controller"] for r in runs):
+        mine = [r for r in runs if r["controller"] == c]
+        per = {}
+        for j in mine[0]["joints"]:
+            sq = sum(r["joints"][j]["rmse_deg"] ** 2 * r["ticks"] for r in mine)
+            per[j] = {"rmse_deg": _r(math.sqrt(sq / sum(r["ticks"] for r in mine))),
+                      "max_deg": max(r["joints"][j]["max_deg"] for r in mine),
+                      "lag_ms": _r(np.mean([r["joints"][j]["lag_ms"] for r in mine]), 1)}
+        total = sum(v["rmse_deg"] ** 2 for v in per.values())
+        out[c] = {"joints": per, "rmse_deg": _r(math.sqrt(total / len(per)))}
+    if "model" in out:
+        for c in out:
+            if c != "model":
+                out[c]["rmse_vs_model"] = {j: _r(v["rmse_deg"] / max(out["model"]["joints"][j]["rmse_deg"], 1e-9), 2)
+                                           for j, v in out[c]["joints"].items()}
+    return out
+
+
+def _r(v, digits=3):
+    return round(float(v), digits)
+
+
+def _run_line(run):
+    figures = "   ".join(f"{j} rmse {v['rmse_deg']:5.2f}° max {v['max_deg']:5.1f}° lag {v['lag_ms']:3.0f} ms"
+                         for j, v in run["joints"].items())
+    return f"{run['trajectory']:<7} {run['controller']:<7} {figures}"
+
+
+def public(result):
+    """The result without the per-tick arrays: what --json prints and the run directory keeps."""
+    return {**result, "runs": [{k: v for k, v in r.items() if k not in ("t", "targets", "measured")}
+                               for r in result["runs"]]}
+
+
+# -- showing ------------------------------------------------------------------------------------------
+def table(result):
+    """Lines of text: per joint and trajectory, RMSE / max / lag of each controller, then all trajectories."""
+    runs, summary = result["runs"], result["summary"]
+    controllers = list(summary)
+    joints = list(runs[0]["joints"]) if runs else []
+    head = f"{'joint':<9}{'trajectory':<11}" + "".join(f"{c + ' rmse/max/lag':>26}" for c in controllers)
+    lines = [head, "-" * len(head)]
+    for j in joints:
+        for name in dict.fromkeys(r["trajectory"] for r in runs):
+            cells = []
+            for c in controllers:
+                v = next((r["joints"][j] for r in runs if r["trajectory"] == name and r["controller"] == c), None)
+                cells.append(f"{v['rmse_deg']:7.2f}° {v['max_deg']:6.1f}° {v['lag_ms']:4.0f} ms" if v else "-")
+            lines.append(f"{j:<9}{name:<11}" + "".join(f"{x:>26}" for x in cells))
+        cells = [summary[c]["joints"][j] for c in controllers]
+        lines.append(f"{j:<9}{'all':<11}" + "".join(
+            f"{v['rmse_deg']:7.2f}° {v['max_deg']:6.1f}° {v['lag_ms']:4.0f} ms".rjust(26) for v in cells))
+    if "model" in summary:
+        for c in controllers[:-1] if controllers[-1] == "model" else [x for x in controllers if x != "model"]:
+            ratios = ", ".join(f"{j} {x:.1f}x" for j, x in summary[c]["rmse_vs_model"].items())
+            lines.append(f"model RMSE is lower than {c}'s by: {ratios}")
+    return lines
+
+
+def plot(result, path):
+    """PNG: per trajectory and joint, the target and each controller's measured angle; RMSE bars below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = result["runs"]
+    names = list(dict.fromkeys(r["trajectory"] for r in runs))
+    joints = list(runs[0]["joints"])
+    controllers = list(result["summary"])
+    colours = {"naive": "tab:red", "linear": "tab:orange", "model": "tab:blue"}
+    fig, axes = plt.subplots(len(names) + 1, len(joints), figsize=(6 * len(joints), 2.6 * (len(names) + 1)),
+                             squeeze=False)
+    for row, name in enumerate(names):
+        for col, j in enumerate(joints):
+            ax = axes[row][col]
+            mine = [r for r in runs if r["trajectory"] == name]
+            ax.plot(mine[0]["t"], mine[0]["targets"][j], color="k", lw=1.6, label="target")
+            for r in mine:
+                v = r["joints"][j]
+                ax.plot(r["t"], r["measured"][j], color=colours.get(r["controller"]), lw=0.9,
+                        label=f"{r['controller']} ({v['rmse_deg']:.2f}° rms)")
+            ax.set_title(f"{j}: {name}", fontsize=9)
+            ax.set_ylabel("deg")
+            ax.legend(loc="upper right", fontsize=7)
+    for col, j in enumerate(joints):
+        ax = axes[-1][col]
+        width = 0.8 / len(controllers)
+        for k, c in enumerate(controllers):
+            values = [next((r["joints"][j]["rmse_deg"] for r in runs if r["trajectory"] == n and r["controller"] == c),
+                           np.nan) for n in names] + [result["summary"][c]["joints"][j]["rmse_deg"]]
+            ax.bar(np.arange(len(values)) + k * width, values, width, color=colours.get(c), label=c)
+        ax.set_xticks(np.arange(len(names) + 1) + 0.4 - width / 2, names + ["all"])
+        ax.set_ylabel(f"{j} RMSE (deg)")
+        ax.legend(fontsize=7)
+    for ax in axes[-2]:
+        ax.set_xlabel("time (s)")
+    fig.suptitle("held-out trajectories: target vs measured angle per controller", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=80)

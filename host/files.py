@@ -1,0 +1,53 @@
+"""Files written whole or not at all: a temp file in the same directory, then a rename over the name.
+
+A crash, a full disk or Ctrl-C mid-write leaves the old file (or none), never half of a new one."""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from host.errors import UserError
+
+
+def write_atomic(path, data):
+    """Write bytes or str to `path` via a temp file and a rename; UserError if the disk refuses."""
+    path = Path(path)
+    data = data.encode() if isinstance(data, str) else data
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_json(path, data):
+    return write_atomic(path, json.dumps(data, indent=1, default=str) + "\n")
+
+
+def save_figure(fig, path, dpi=90):
+    """A matplotlib figure as PNG at `path`, whole or not at all; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
+        if tmp.exists():
+            tmp.unlink()
+    return path
