@@ -209,7 +209,14 @@ class Gen0:
         }
 
     def send_hello(self):
-        self.port.hello(self.info())
+        """The hello; on a heap too fragmented for its ~3.5 KB of JSON, collect and retry, then say so."""
+        for attempt in range(2):
+            try:
+                self.port.hello(self.info())
+                return
+            except MemoryError:
+                gc.collect()
+        self.port.log(P.LOG_ERROR, "no RAM for the hello (%d bytes free): `reset` defragments the heap" % gc.mem_free())
 
     # -- the tick ------------------------------------------------------------
     def tick(self, t_us):

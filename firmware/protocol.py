@@ -78,20 +78,67 @@ _TEXT_KEEP = 4096
 _RESIDUE = 0x2144DF1C  # crc32 of any frame body followed by its own LE crc32
 _FLAG_B = b"\x7e"
 _ESC_B = b"\x7d"
+_ESC_FLAG = b"\x7d\x5e"
+_ESC_ESC = b"\x7d\x5d"
 _BUFFER = const(0)  # decoder modes: collecting a part until the next FLAG,
 _TEXT = const(1)  # streaming a part to the text buffer,
 _SKIP = const(2)  # dropping an oversized frame.
 
 
 def encode_frame(ftype, seq, t_us, payload):
-    """One complete stuffed frame. Allocates; the device hot path uses FrameWriter."""
+    """One complete stuffed frame as bytes (the host's and the tests' way to make one)."""
+    import io
+
+    out = io.BytesIO()
+    write_frame(out, ftype, seq, t_us, payload)
+    return out.getvalue()
+
+
+def write_frame(out, ftype, seq, t_us, payload):
+    """Write one stuffed frame to the stream `out` piece by piece, never copying the payload whole.
+
+    For the rare big frame (the hello, ~3.5 KB of JSON): on an ESP32 a fragmented heap may hold no
+    second block that size. payload: bytes, bytearray or str (its UTF-8 bytes). The hot path uses
+    FrameWriter instead, which allocates nothing."""
     if not 1 <= ftype <= 15:
         raise ValueError("frame type must be 1..15, got %r" % (ftype,))
-    if len(payload) > MAX_PAYLOAD:
+    if isinstance(payload, str) and not _ascii_buffer(payload):
+        payload = payload.encode()
+    if len(memoryview(payload)) > MAX_PAYLOAD:
         raise ValueError("frame payload is %d bytes, more than MAX_PAYLOAD=%d" % (len(payload), MAX_PAYLOAD))
-    raw = struct.pack(_HEADER, _V4 | ftype, seq & 0xFFFF, t_us & _TICKS_MASK) + bytes(payload)
-    raw += struct.pack("<I", binascii.crc32(raw))
-    return _FLAG_B + raw.replace(_ESC_B, b"\x7d\x5d").replace(_FLAG_B, b"\x7d\x5e") + _FLAG_B
+    head = struct.pack(_HEADER, _V4 | ftype, seq & 0xFFFF, t_us & _TICKS_MASK)
+    crc = binascii.crc32(payload, binascii.crc32(head))
+    out.write(_FLAG_B)
+    _write_stuffed(out, head)
+    _write_stuffed(out, payload)
+    _write_stuffed(out, struct.pack("<I", crc))
+    out.write(_FLAG_B)
+
+
+def _ascii_buffer(text):
+    """True when the str can be framed as it is: MicroPython lends a str's bytes, and ASCII keeps
+    character and byte positions equal. CPython lends no str: encode it."""
+    try:
+        return len(text) == len(memoryview(text))
+    except TypeError:
+        return False
+
+
+def _write_stuffed(out, data):
+    """data with FLAG and ESC escaped, written as the runs between them (found by C-speed find)."""
+    flag, esc = ("~", "}") if isinstance(data, str) else (_FLAG_B, _ESC_B)
+    view = memoryview(data)
+    n = len(data)
+    at = 0
+    while at < n:
+        f, e = data.find(flag, at), data.find(esc, at)
+        stop = n if f < 0 and e < 0 else f if e < 0 or 0 <= f < e else e
+        if stop > at:
+            out.write(view[at:stop])
+        if stop == n:
+            return
+        out.write(_ESC_FLAG if stop == f else _ESC_ESC)
+        at = stop + 1
 
 
 class FrameWriter:

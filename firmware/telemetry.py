@@ -76,8 +76,7 @@ class Port:
         self.send(self.general, P.T_LOG, time.ticks_us(), 1 + len(data))
 
     def hello(self, info):
-        frame = P.encode_frame(P.T_HELLO, self.seq, time.ticks_us(), json.dumps(info).encode())
-        self.out.write(frame, len(frame))
+        P.write_frame(self.out, P.T_HELLO, self.seq, time.ticks_us(), json.dumps(info))
         self.seq = (self.seq + 1) & 0xFFFF
         self.frames += 1
 

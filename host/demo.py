@@ -198,6 +198,7 @@ class Demo:
         opts += [f"--collect {self.collect_s:g}"] if self.collect_s != COLLECT_S else []
         opts += [f"--epochs {self.epochs}"] if self.epochs != EPOCHS else []
         opts += [f"--seconds {self.seconds:g}"] if self.seconds != SECONDS else []
+        opts += [f"--trajectories {','.join(self.names)}"] if self.names != list(TRAJECTORIES) else []
         port = self.port or "/tmp/gen0"
         d = shlex.quote(str(self.dir))
         plan = excitation(self.collect_s, self.seed + 1)
@@ -213,5 +214,5 @@ class Demo:
                      f"--epochs {self.epochs} --patience 15 --out {d}/model --force")
         steps.append(f"host deploy {d}/model --port {port}")
         steps.append(f"host eval --port {port} --calibrate {d}/sessions/chirp.session {d}/sessions/steps.session "
-                     f"--seconds {self.seconds:g} --out {d}/sessions --plot {d}/eval.png")
+                     f"--seconds {self.seconds:g} --trajectories {','.join(self.names)} --out {d}/sessions --plot {d}/eval.png")
         return "host demo " + " ".join(opts), steps

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from polyniod_firmware import protocol as P
+
 from host.collect import Recorder
 from host.deploy import send_trajectory
 from host.errors import DeviceError, UserError
@@ -182,7 +184,14 @@ def evaluate(port, lin, names=TRAJECTORIES, seconds=SECONDS, controllers=CONTROL
                     say(f"  {traj.name}: {traj.about}; sending {len(traj.targets)} ticks ...")
                     send_trajectory(rec.link, traj.targets)
                 try:
-                    reason = rec.run("track", "traj", args, stop)
+                    try:
+                        reason = rec.run("track", "traj", args, stop)
+                    except CommandError as e:  # the board restarted since: the trajectory is gone from RAM
+                        if e.code != P.E_STATE or "no trajectory sent" not in str(e):
+                            raise
+                        say(f"  the board lost the {traj.name} trajectory (it restarted?): sending it again")
+                        send_trajectory(rec.link, traj.targets)
+                        reason = rec.run("track", "traj", args, stop)
                 except CommandError as e:
                     raise DeviceError(f"track {traj.name} with controller {c}: {e}") from None
                 rec.finish(reason or rec.fault, complete=reason is not None)

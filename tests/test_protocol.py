@@ -310,3 +310,51 @@ def test_bad_commands_say_what_is_wrong():
         P.encode_command(1, "chunk", ["A" * 190])
     with pytest.raises(ValueError, match="MAX_PAYLOAD"):
         P.encode_frame(P.T_LOG, 0, 0, bytes(P.MAX_PAYLOAD + 1))
+
+
+FRAGMENTED_HEAP_PROBE = """
+import gc, json, binascii
+import protocol as P
+
+text = json.dumps({"key%d" % i: {"v": "x}~y" * 4, "n": i} for i in range(70)})  # ~3.7 KB, like the hello
+out = bytearray(2 * len(text) + 64)
+class Sink:  # fills a preallocated buffer: writing allocates nothing
+    n = 0
+    def write(self, b):
+        out[self.n:self.n + len(b)] = b
+        self.n += len(b)
+sink = Sink()
+blocks = []
+try:  # fill the heap with small blocks, then free every other one: plenty free, nothing big
+    while True:
+        blocks.append(bytearray(400))
+except MemoryError:
+    pass
+for i in range(0, len(blocks), 2):
+    blocks[i] = None
+gc.collect()
+try:
+    bytearray(len(text))
+    big = "a block as big as the frame was still free: the probe did not fragment"
+except MemoryError:
+    big = None
+try:
+    P.write_frame(sink, 1, 2, 3, text)
+    result = None
+except MemoryError:
+    result = "MemoryError"
+blocks = None
+gc.collect()
+print(json.dumps({"text": text, "frame": result, "big": big}))
+for i in range(0, sink.n, 128):  # the frame in small pieces: no big block needed to show it
+    print(binascii.hexlify(out[i:min(i + 128, sink.n)]).decode())
+"""
+
+
+def test_a_big_frame_is_written_on_a_heap_with_no_block_its_size():
+    """The hello (~3.5 KB of JSON) must go out on a fragmented ESP32 heap: write_frame streams it in pieces."""
+    first, *frame = run_micropython(FRAGMENTED_HEAP_PROBE, sys_path=[FIRMWARE], heap=96 * 1024).splitlines()
+    out = json.loads(first)
+    assert out["big"] is None, out["big"]
+    assert out["frame"] is None, out["frame"]
+    assert bytes.fromhex("".join(frame)) == reference_frame(1, 2, 3, out["text"].encode()) == P.encode_frame(1, 2, 3, out["text"])
