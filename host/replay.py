@@ -6,26 +6,34 @@ a replay sees. The statistics come from the loader, which decodes with the same 
 
 Model-driven replay plugs in at `predict`: a function that takes the session's columns
 (dict of numpy arrays, as `load(path).columns`) and returns predicted columns of the same
-length under the names it predicts (e.g. {"shoulder_deg": ...}); replay() scores them
-against the measured ones and plot() overlays them.
+length under the names it predicts (e.g. {"shoulder_deg": ...}, NaN where it predicts
+nothing); replay() scores them against the measured ones and plot() overlays them.
+ModelRun is such a predictor for a trained model (`host replay SESSION --model MODEL`): it
+builds the model's rows with training's own feature code (dataset.session_rows), runs them
+through the host reference executor (int8, bit for bit the device) and, when the model
+directory has its checkpoint, through the float network; output `<field>@+k` of the row
+anchored at tick i lands in column `<field>` at tick i + k.
 
 Onto a robot, the session's recorded servo pulses are streamed as `set` lines in direct
 mode at the recorded device timing, while the Recorder of `host collect` records the
 result as a new session; compare() then scores the two runs against each other.
 """
 
-import os
 import time
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 
 from polyniod_firmware import protocol as P
 
 from host.collect import Recorder
+from host.deploy import read_blob
 from host.errors import UserError
+from host.files import save_figure
 from host.sessions import load
 from host.sessions.store import BYTES, read_records
+from host.train.dataset import feature_column, robot_of, session_rows
 
 KEEPALIVE_S = 0.1  # resend the held pulses this often: the watchdog (300 ms) must not trip
 ACK_TIMEOUT_S = 1.0  # a `set` without an ack after this long counts as lost
@@ -83,13 +91,18 @@ def replay(session, speed=1.0, predict=None, on_frame=None):
                      "speed": speed or "max"}
     if predict:
         predicted = predict(session.columns)
-        out["model_rmse"] = {k: rmse(session.columns[k], v) for k, v in predicted.items()}
+        out["model_rmse"] = {k: error(session.columns[k], v)["rmse"] for k, v in predicted.items()}
     return out
 
 
-def rmse(measured, predicted):
+def error(measured, predicted):
+    """RMSE and max |error| of predicted against measured, over the rows where both are numbers."""
+    measured, predicted = np.asarray(measured, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
     ok = np.isfinite(measured) & np.isfinite(predicted)
-    return round(float(np.sqrt(np.mean((measured[ok] - predicted[ok]) ** 2))), 4) if ok.any() else None
+    if not ok.any():
+        return {"rmse": None, "max_abs": None}
+    diff = measured[ok] - predicted[ok]
+    return {"rmse": round(float(np.sqrt(np.mean(diff ** 2))), 4), "max_abs": round(float(np.abs(diff).max()), 4)}
 
 
 def timeline(session):
@@ -113,7 +126,11 @@ def nominal_deg(joint, pulses_us):
 
 
 def plot(session, path, predicted=None, title=None):
-    """PNG: per joint the commanded pulse (as nominal degrees) vs the measured angle, and the IMU."""
+    """PNG: per joint the commanded pulse (as nominal degrees) vs the measured angle, and the IMU.
+
+    predicted: {label: predicted columns} (as a `predict` returns them), drawn on their joint's
+    panel -- `<joint>_deg` as is, `<joint>_cmd_us` as nominal degrees; the first solid, the rest dashed.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,8 +147,12 @@ def plot(session, path, predicted=None, title=None):
         name = j["name"]
         ax.plot(x, nominal_deg(j, c[name + "_cmd_us"]), lw=1, drawstyle="steps-post", label="commanded (nominal)")
         ax.plot(x, c[name + "_deg"], lw=1, label="measured (pot)")
-        if predicted and name + "_deg" in predicted:
-            ax.plot(x, predicted[name + "_deg"], lw=1, ls="--", label="model")
+        for i, (label, columns) in enumerate((predicted or {}).items()):
+            if name + "_deg" in columns:
+                ax.plot(x, columns[name + "_deg"], lw=1, ls="--" if i else "-", label=f"{label}: angle")
+            if name + "_cmd_us" in columns:
+                ax.plot(x, nominal_deg(j, columns[name + "_cmd_us"]), lw=1, ls="--" if i else "-",
+                        label=f"{label}: pulse (nominal)")
         ax.set_ylabel(f"{name} (deg)")
         ax.legend(loc="upper right", fontsize=8)
     imu = axes[-1]
@@ -150,10 +171,116 @@ def plot(session, path, predicted=None, title=None):
     axes[-1].set_xlabel("time (s)" + ("; dotted: device reset, new segment" if bounds else ""))
     fig.suptitle(title or session.header.get("name", ""), fontsize=10)
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
+
+
+# -- a model over the session ------------------------------------------------------
+JOINT_FIELDS = ("_cmd_us", "_raw", "_deg")  # what the telemetry logs of every joint (firmware TELEMETRY schema)
+
+
+class ModelRun:
+    """A model (models/NAME directory or .bin) run over the rows of one session, int8 and float.
+
+    int8: the host reference executor, what the device computes. float: the PyTorch network of
+    the directory's checkpoint.pt; a bare .bin has none, and float is then None with the reason
+    in `float_unavailable` -- never stood in for by the int8 figures.
+    """
+
+    def __init__(self, model, session):
+        _, self.reference = read_blob(model)
+        ref = self.reference
+        self.path, self.session = Path(model), session
+        _check_fits(ref, session, model)
+        try:
+            rows = session_rows(session, ref.inputs, ref.outputs)
+        except UserError as e:
+            raise UserError(f"model {model}: {e}") from None
+        self.x, self.y, self.anchors = rows["all"]
+        self.dropped = rows["dropped"]
+        if not len(self.x):
+            raise UserError(f"session {session.name} gives model {model} no rows (left out: "
+                            f"{dropped_text(self.dropped)}): record a longer session with the servos driven")
+        self.targets = [feature_column(o, output=True) for o in ref.outputs]  # (column, ticks ahead)
+        self.int8 = ref.infer(self.x)
+        network, self.float_unavailable = float_network(self.path, ref)
+        self.float = network(self.x) if network else None
+
+    def columns(self, rows):
+        """Per-row outputs [rows, n_out] -> session-length columns, each output at its anchor + k, NaN elsewhere."""
+        out = {}
+        for i, (column, k) in enumerate(self.targets):
+            out[column] = np.full(len(self.session), np.nan)
+            out[column][self.anchors + k] = rows[:, i]
+        return out
+
+    def predict(self, columns):
+        """The `predict` of replay(): what the device would have computed (int8; the rows are this session's)."""
+        return self.columns(self.int8)
+
+    def predicted(self):
+        """plot()'s overlays: int8, and float when the checkpoint is there."""
+        overlays = {"model int8": self.columns(self.int8)}
+        if self.float is not None:
+            overlays["model float"] = self.columns(self.float)
+        return overlays
+
+    def report(self):
+        """Model id and task, rows used and dropped, and per output the error of int8 and float vs the logged values."""
+        ref, units = self.reference, self.session.units
+        outputs = {}
+        for i, (name, (column, k)) in enumerate(zip(ref.outputs, self.targets)):
+            y, q, f = self.y[:, i], self.int8[:, i], None if self.float is None else self.float[:, i]
+            outputs[name] = {"column": column, "ahead": k, "unit": units.get(column, ""), "int8": error(y, q),
+                             "float": None if f is None else error(y, f),
+                             "int8_vs_float": None if f is None else error(f, q)}
+        return {"path": str(self.path), "name": ref.spec.meta.get("name"), "model_id": f"{ref.model_id:08x}",
+                "task": ref.task, "inputs": ref.inputs, "outputs": outputs,
+                "rows": {"used": len(self.x), "dropped": self.dropped},
+                "float": self.float is not None, "float_unavailable": self.float_unavailable}
+
+
+def dropped_text(dropped):
+    """Rows left out, by reason, in words: "5 not driven, 11 edges"."""
+    return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dropped.items() if v) or "none"
+
+
+def _check_fits(ref, session, model):
+    """UserError unless the session's robot has the model's joints and runs at the model's rate."""
+    if not any(seg["hello"] for seg in session.segments):
+        raise UserError(f"session {session.name} holds no telemetry the board described (no hello): "
+                        f"nothing to run model {model} over; record one with `host collect`")
+    joints, rate = robot_of([session])
+    wanted = [feature_column(n, output=False)[0] for n in ref.inputs] + \
+             [feature_column(n, output=True)[0] for n in ref.outputs]
+    foreign = sorted({c[:-len(f)] for c in wanted for f in JOINT_FIELDS if c.endswith(f) and c[:-len(f)] not in joints})
+    if foreign:
+        raise UserError(f"model {model} drives joints {', '.join(foreign)}; session {session.name}'s robot has "
+                        f"{', '.join(joints)}: replay a session of the robot the model was trained for")
+    missing = sorted(set(wanted) - set(session.columns))
+    if missing:
+        raise UserError(f"model {model} ({ref.task}) needs {', '.join(missing)}, which session {session.name} "
+                        "does not log: give a model trained on sessions of this robot")
+    trained = ref.spec.meta.get("rate_hz")
+    if trained and rate and trained != rate:
+        raise UserError(f"model {model} counts ticks at {trained} Hz, session {session.name} ran at {rate} Hz: "
+                        "replay a session recorded at the model's rate")
+
+
+def float_network(model, reference):
+    """(inputs -> outputs in their units, None) from the checkpoint of a model directory, or (None, why not)."""
+    if not model.is_dir():
+        return None, f"{model} is a bare blob: the float network lives in its models/NAME directory's checkpoint.pt"
+    if not (model / "checkpoint.pt").is_file():
+        return None, f"{model} has no checkpoint.pt"
+    from host.train import checkpoint as ckpt  # torch: only when a float network is there to run
+    from host.train.fit import predict
+
+    checkpoint = ckpt.load(model)
+    if (checkpoint["inputs"], checkpoint["outputs"]) != (reference.inputs, reference.outputs):
+        raise UserError(f"{model}: checkpoint.pt and model.bin map different inputs or outputs: train it again")
+    n = {k: np.asarray(v, dtype=np.float64) for k, v in checkpoint["norm"].items()}
+    network = ckpt.build(checkpoint)
+    return (lambda x: predict(network, (x - n["in_mean"]) / n["in_std"]) * n["out_std"] + n["out_mean"]), None
 
 
 # -- onto a robot -----------------------------------------------------------------

@@ -1,12 +1,14 @@
-"""`host replay`: a recorded session again -- offline (statistics, plot) or onto a robot (--to-port)."""
+"""`host replay`: a recorded session again -- offline (statistics, plot, a model's predictions over it)
+or onto a robot (--to-port)."""
 
 import json
 import sys
 
 from host.commands.collect import with_stop_signals
 from host.errors import UserError
-from host.replay import plot, replay, replay_to_port
+from host.replay import ModelRun, dropped_text, plot, replay, replay_to_port
 from host.sessions import find_session, load
+from host.table import print_table
 
 
 def add_parser(sub):
@@ -16,6 +18,9 @@ def add_parser(sub):
     pace.add_argument("--speed", type=float, default=1.0, metavar="X", help="play at X times the recorded speed (default 1)")
     pace.add_argument("--max", action="store_true", help="play as fast as possible")
     p.add_argument("--plot", metavar="FILE.png", help="write a plot: commanded vs measured per joint, and the IMU")
+    p.add_argument("--model", metavar="MODEL",
+                   help="run a models/NAME directory or model .bin over the session, int8 (as the device) and float: "
+                        "its prediction errors, and its predictions in the plot")
     p.add_argument("--to-port", metavar="PORT", help="send the recorded servo commands to the robot on PORT and record it")
     p.add_argument("--name", help="name of the new session (--to-port)")
     p.add_argument("--out", metavar="DIR",
@@ -28,6 +33,9 @@ def add_parser(sub):
 def run(args):
     path = find_session(args.session, args.out)
     if args.to_port:
+        if args.model:
+            raise UserError("--model runs a model offline over the session: drop --to-port "
+                            "(put a model on the robot with `host deploy`)")
         if args.max or args.speed != 1.0 or args.plot:
             raise UserError("--to-port replays at the recorded timing: drop --speed/--max/--plot (plot the new session afterwards)")
         result = with_stop_signals(lambda stop: replay_to_port(path, args.to_port, name=args.name,
@@ -37,12 +45,15 @@ def run(args):
     if not args.max and not args.speed > 0:
         raise UserError(f"--speed {args.speed}: give a factor > 0 (or --max)")
     session = load(path)
+    model = ModelRun(args.model, session) if args.model else None  # its errors come before any playback
     if not args.max:
         span = session.stats["duration_s"] / args.speed
         print(f"replaying {session.name} at x{args.speed:g}: {span:.1f} s (--max: at once)", file=sys.stderr)
-    stats = replay(session, speed=None if args.max else args.speed)
+    stats = replay(session, speed=None if args.max else args.speed, predict=model.predict if model else None)
+    if model:
+        stats["model"] = model.report()
     if args.plot:
-        plot(session, args.plot)
+        plot(session, args.plot, predicted=model.predicted() if model else None)
         stats["plot"] = args.plot
     if args.json:
         print(json.dumps(stats))
@@ -54,9 +65,23 @@ def run(args):
           f"p99 {iv['p99']}, max {iv['max']}")
     print(f"  dropped frames {stats['drops']}, crc errors {stats['crc_errors']}; "
           f"played {stats['played']['frames']} frames in {stats['played']['seconds']:.2f} s")
+    if model:
+        _show_model(stats["model"])
     if args.plot:
         print(f"  plot: {args.plot}")
     return 0
+
+
+def _show_model(m):
+    print(f"model {m['model_id']} ({m['task']}{', ' + m['name'] if m['name'] else ''}) over {m['rows']['used']} rows "
+          f"(left out: {dropped_text(m['rows']['dropped'])}); error vs the logged values:")
+    figure = lambda e: "-" if e is None else f"{e['rmse']:.2f} / {e['max_abs']:.2f}"  # noqa: E731
+    rows = [("  output", "unit", "int8 rmse / max", "float rmse / max", "int8 vs float rms / max")]
+    for name, o in m["outputs"].items():
+        rows.append((f"  {name}", o["unit"], figure(o["int8"]), figure(o["float"]), figure(o["int8_vs_float"])))
+    print_table(rows)
+    if not m["float"]:
+        print(f"  float: unavailable ({m['float_unavailable']})")
 
 
 def _show_to_port(result, as_json):
