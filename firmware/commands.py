@@ -22,6 +22,8 @@ import telemetry
 RATE_RANGE = (10, 1000)
 FILE_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 TIMED_MODES = ("program", "track")  # their tick counts were fixed at the rate they started with
+MTIME_MAX = 10000  # `mtime` runs at most this many inferences ...
+MTIME_BUDGET_US = 20000  # ... and no more than fit this long: one command phase, a few ticks late at most
 
 
 class Refused(Exception):
@@ -141,7 +143,7 @@ class Commands:
         self.table = {
             "hello": self.hello, "ping": self.ping, "status": self.status, "set": self.set,
             "stop": self.stop, "rate": self.rate, "telemetry": self.telemetry, "xfer": self.xfer, "reset": self.reset,
-            "mtest": self.mtest,
+            "mtest": self.mtest, "mtime": self.mtime,
         }
 
     def feed(self, buf, n):
@@ -299,3 +301,35 @@ class Commands:
             model.infer_q(x, y)
             out += y
         return bytes(out)
+
+    def mtime(self, args):
+        """µs per inference of the active model: infer_q on fixed inputs, n times or until MTIME_BUDGET_US.
+
+        One run first sizes batches of ~1/8 of the budget; the clock is read between batches only,
+        so it costs the figure nothing and a slow board (or a big model, or a busy host under the
+        virtual Gen0) still stops near the budget."""
+        if len(args) != 1:
+            raise ValueError("mtime <n>: run the active model n times (1..%d)" % MTIME_MAX)
+        n = programs.integer(args[0], "n")
+        if not 1 <= n <= MTIME_MAX:
+            raise Refused(P.E_RANGE, "mtime runs 1..%d inferences, not %d" % (MTIME_MAX, n))
+        model = self.robot.models.model
+        if model is None:
+            raise Refused(P.E_STATE, "no model on this robot to time: deploy one (`host deploy`)")
+        x, y = bytearray(model.n_in), bytearray(model.n_out)
+        for i in range(model.n_in):
+            x[i] = (i * 37 + 11) & 0xFF  # fixed int8 inputs, not all zero
+        infer = model.infer_q
+        t = time.ticks_us()
+        infer(x, y)
+        batch = max(1, MTIME_BUDGET_US // 8 // max(time.ticks_diff(time.ticks_us(), t), 1))
+        done = us = 0
+        t = time.ticks_us()
+        while done < n and us < MTIME_BUDGET_US:
+            k = min(batch, n - done)
+            for _ in range(k):
+                infer(x, y)
+            done += k
+            us = time.ticks_diff(time.ticks_us(), t)
+        return {"n": done, "us": us, "us_per_inference": round(us / done, 2), "model": self.robot.models.hex_id,
+                "emitter": model.emitter}

@@ -11,7 +11,7 @@ import sys
 from host import __version__
 from host.errors import UserError
 
-COMMANDS = ["ports", "flash", "monitor", "sim", "demo", "collect", "replay", "sessions", "info", "export", "deploy", "train", "models"]
+COMMANDS = ["ports", "flash", "monitor", "sim", "demo", "collect", "replay", "sessions", "info", "export", "deploy", "train", "models", "eval", "bench"]
 
 
 def build_parser():

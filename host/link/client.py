@@ -19,6 +19,9 @@ from host.link.port import DEFAULT_BAUD, open_port
 from host.link.schema import TelemetrySchema
 
 
+RECORD_S = 0.05  # reads handed to on_bytes at once: one session record each, ~10 frames at 200 Hz
+
+
 class CommandError(DeviceError):
     """The firmware answered a command with an error code."""
 
@@ -33,8 +36,8 @@ class Link:
     def __init__(self, port, baud=DEFAULT_BAUD, on_bytes=None, on_frame=None):
         self.port_name = port
         self.baud = baud
-        self.on_bytes = on_bytes  # called as on_bytes(host_time, data) for every chunk read (session recording)
-        self.on_frame = on_frame  # called as on_frame(host_time, frame) for every decoded frame
+        self.on_bytes = on_bytes  # on_bytes(host_time, data): every byte read, RECORD_S at a time (session recording)
+        self.on_frame = on_frame  # on_frame(host_time, frame): every decoded frame, with its bytes' host_time
         self.serial = None
         self.decoder = P.FrameDecoder()
         self.hello = None
@@ -80,30 +83,49 @@ class Link:
 
     # -- reading --------------------------------------------------------------
     def _reader(self):
+        """Read what is waiting, or wait (up to the port's timeout) for the next byte, so an ack is seen
+        as soon as it arrives. Recording callbacks get the reads of RECORD_S at once (_hand_over)."""
+        window, frames, first, last = bytearray(), [], None, None
         while not self._stop.is_set():
             try:
-                data = self.serial.read(4096)
+                data = self.serial.read(self.serial.in_waiting or 1)
             except (OSError, TypeError, AttributeError) as e:  # port vanished (cable pulled)
                 self.error = f"lost the connection to {self.port_name} ({e.__class__.__name__}: {e})"
                 break
             except Exception as e:  # pyserial raises SerialException on a vanished pty
                 self.error = f"lost the connection to {self.port_name} ({e})"
                 break
-            if not data:
-                continue
             now = time.time()
-            self.rx_bytes += len(data)
-            if self.on_bytes:
-                self.on_bytes(now, data)
-            for frame in self.decoder.feed(data):
-                self._dispatch(now, frame)
-            text = self.decoder.take_text()
-            if text:
-                self._text += text
-                del self._text[:-8192]
+            if data:
+                self.rx_bytes += len(data)
+                decoded = self.decoder.feed(data)
+                for frame in decoded:
+                    self._dispatch(now, frame)
+                text = self.decoder.take_text()
+                if text:
+                    self._text += text
+                    del self._text[:-8192]
+                if self.on_bytes or self.on_frame:
+                    first, last = first or now, now
+                    window += data
+                    frames += decoded
+            if first is not None and now - first >= RECORD_S:
+                self._hand_over(last, window, frames)
+                window, frames, first = bytearray(), [], None
+        if first is not None:
+            self._hand_over(last, window, frames)
         with self._ack_cv:
             self._ack_cv.notify_all()
         self._hello_event.set()
+
+    def _hand_over(self, host_time, data, frames):
+        """One window of reads to the recording callbacks, stamped with its last read's time: a session
+        stores it as one record, and its frames carry the time they get when the session loads."""
+        if self.on_bytes:
+            self.on_bytes(host_time, bytes(data))
+        if self.on_frame:
+            for frame in frames:
+                self.on_frame(host_time, frame)
 
     def _dispatch(self, now, frame):
         ftype, seq, t_us, payload = frame
@@ -132,8 +154,6 @@ class Link:
             self._put(self.telemetry, (now, seq, t_us, payload))
         elif ftype == P.T_LOG and payload:
             self._put(self.logs, (now, *P.parse_log(payload)))
-        if self.on_frame:
-            self.on_frame(now, frame)
 
     @staticmethod
     def _put(q, item):

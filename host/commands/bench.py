@@ -1,0 +1,31 @@
+"""`host bench --port P`: loop rate, inference time, link load and transfer speed of the connected robot."""
+
+import json
+
+from host.bench import bench, table
+from host.deploy import read_blob
+from host.link.client import Link
+from host.table import print_table
+
+
+def add_parser(sub):
+    p = sub.add_parser("bench", help="measure the connected robot: loop rate, inference us, link load, transfer speed")
+    p.add_argument("--port", required=True, help="serial port of the board (see `host ports`)")
+    p.add_argument("--baud", type=int, help="link baud rate (default: the robot description's)")
+    p.add_argument("--seconds", type=float, default=2.0, metavar="S", help="seconds of telemetry for the loop figures (default 2)")
+    p.add_argument("--model", metavar="DIR", help="deploy this model first (models/NAME or a .bin) and time that deploy")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    p.set_defaults(run=run)
+
+
+def run(args):
+    model = read_blob(args.model) if args.model else None  # a bad model fails before the port is touched
+    with Link(args.port, **({"baud": args.baud} if args.baud else {})) as link:
+        hello = link.connect()
+        baud = args.baud or (hello.get("robot", {}).get("link") or {}).get("baud") or link.baud
+        figures = bench(link, hello, args.port, baud, args.seconds, model)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        print_table(table(figures))
+    return 0

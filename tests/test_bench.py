@@ -1,0 +1,76 @@
+"""`host bench` on the virtual Gen0 (real firmware, real MicroPython VM), and the firmware's `mtime`
+on the bare VM: the figures must agree with what the board is known to do."""
+
+import json
+from pathlib import Path
+
+from host import cli
+from host.deploy import deploy, read_blob
+from host.link.client import Link
+from polyniod_firmware import protocol as P
+from tests.test_firmware_units import ROBOT, acks_of, command_lines, frames_of, run_on_vm
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+WIRE_BYTES_PER_FRAME = 48.08  # Gen0's telemetry frame with its FLAGs and escapes (FIRMWARE.md, frame budget)
+
+
+def bench_json(capsys, *argv):
+    assert cli.main(["bench", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_bench_measures_the_loop_the_link_the_model_and_the_transfer(gen0, capsys):
+    with Link(gen0.port) as link:
+        hello = link.connect()
+    rate, baud = hello["rate_hz"], hello["robot"]["link"]["baud"]
+
+    f = bench_json(capsys, "--port", gen0.port)
+    env, loop = f["environment"], f["loop"]
+    assert env["port"] == gen0.port and env["baud"] == baud and env["firmware"] == hello["fw"]
+    assert env["board_id"] == hello["board_id"] and env["micropython"] == "1.29.0"
+    assert abs(loop["loop_hz"] - rate) < 0.03 * rate, loop
+    assert 0 < loop["busy_us_p50"] <= loop["busy_us_p99"] and loop["drops"] == 0
+    expected = WIRE_BYTES_PER_FRAME * rate * 10 / baud  # 83.5 % at 200 Hz, 115200 baud
+    assert abs(loop["utilisation"] - expected) < 0.05 * expected, loop
+    assert f["inference"]["model"] is None and "no model" in f["inference"]["note"]
+    assert 0 < f["transfer"]["efficiency"] <= 1 and "traj slot" in f["transfer"]["what"]
+
+    blob, reference = read_blob(MODELS / "gen0-default")
+    with Link(gen0.port) as link:
+        link.connect()
+        deploy(link, blob, reference, checks=0, baud=baud)
+    f = bench_json(capsys, "--port", gen0.port, "--seconds", "1")
+    inf = f["inference"]
+    assert inf["model"] == "%08x" % reference.model_id and inf["emitter"] == "viper"
+    assert 0 < inf["us_per_inference"] <= inf["us_per_inference_median"] < 2000 and inf["n"] >= inf["calls"]
+    assert 0 < f["transfer"]["efficiency"] <= 1
+
+    assert cli.main(["bench", "--port", gen0.port, "--seconds", "1", "--model", str(MODELS / "sin")]) == 0
+    text = capsys.readouterr().out
+    for label in ("firmware", "host", "loop rate", "busy_us", "telemetry", "inference", "transfer", "parity"):
+        assert f"\n{label} " in text, text
+    assert "deploy of model" in text and "64/64 random int8 vectors" in text and "% of 11520 B/s" in text
+
+
+def test_a_bad_port_is_one_line(capsys):
+    assert cli.main(["bench", "--port", "/dev/no-such-gen0"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: no serial port at /dev/no-such-gen0")
+
+
+def test_mtime_times_the_active_model_within_its_budget_and_refuses_bad_requests(tmp_path):
+    lines = command_lines((1, "mtime", 100), (2, "mtime", 0), (3, "mtime", "x"), (4, "mtime"), (5, "mtime", 10001))
+    body = "import loop, config\nr = loop.Gen0(config.load())\nr.run(100)\n"
+    robot = dict(ROBOT, loop=dict(ROBOT["loop"], rate_hz=1000))
+    acks = acks_of(frames_of(run_on_vm(tmp_path, body, stdin=lines, robot=robot)))
+    assert acks[1][0] == P.E_STATE and b"no model on this robot" in acks[1][1]
+    assert acks[2][0] == acks[5][0] == P.E_RANGE and b"1..10000" in acks[2][1]
+    assert acks[3][0] == acks[4][0] == P.E_ARG
+
+    (tmp_path / "model.bin").write_bytes(read_blob(MODELS / "gen0-default")[0])
+    lines = command_lines((1, "mtime", 100), (2, "mtime", 10000))
+    acks = acks_of(frames_of(run_on_vm(tmp_path, body, stdin=lines, robot=robot)))
+    few, many = json.loads(acks[1][1]), json.loads(acks[2][1])
+    assert few["n"] == 100 and few["emitter"] == "viper" and few["us_per_inference"] > 0
+    assert abs(few["us_per_inference"] - few["us"] / 100) < 0.01
+    assert many["n"] < 10000 and 20000 <= many["us"] < 40000  # stopped by the 20 ms budget (~10 us each on the VM)
