@@ -23,18 +23,27 @@ from host.report import write_report
 from host.sessions import load
 from host.train.pipeline import train
 
-COLLECT_S = 50.0  # of excitation: a chirp (smooth, all frequencies), then random steps (held pulses)
-CHIRP_SHARE = 0.4
+COLLECT_S = 50.0  # of excitation, in all (excitation())
+CHIRP_SHARE, VALIDATION_SHARE = 0.4, 0.2  # of the excitation seconds
 EPOCHS = 60
 STEPS_DWELL_MS = (150, 600)
 
 
 def excitation(collect_s, seed):
-    """[(program, {param: value})]: what the demo runs to learn the servos from."""
-    chirp_ms = round(collect_s * CHIRP_SHARE * 1000)
-    return [("chirp", {"duration_ms": chirp_ms}),
-            ("steps", {"seed": seed, "duration_ms": round(collect_s * 1000) - chirp_ms,
-                       "dwell_min_ms": STEPS_DWELL_MS[0], "dwell_max_ms": STEPS_DWELL_MS[1]})]
+    """{session name: [(program, {param: value})]}: what the demo records to learn the servos from.
+
+    The training session: a chirp (smooth, every frequency), then random steps (pulses held, so the
+    servo settles). The validation session: steps from another seed -- a session of its own, since
+    training never validates on rows of the sessions it trains on."""
+    total = round(collect_s * 1000)
+    chirp, val = round(total * CHIRP_SHARE), round(total * VALIDATION_SHARE)
+
+    def steps(seed, ms):
+        return "steps", {"seed": seed, "duration_ms": ms, "dwell_min_ms": STEPS_DWELL_MS[0],
+                         "dwell_max_ms": STEPS_DWELL_MS[1]}
+
+    return {"excitation": [("chirp", {"duration_ms": chirp}), steps(seed, total - chirp - val)],
+            "validation": [steps(seed + 1000, val)]}
 
 
 def run_dir(out=None):
@@ -116,38 +125,42 @@ class Demo:
             self.step("flash", f"flashing the firmware onto {port} with mpremote ...")
             hello = flash_firmware(port, say=self.note) or {}
             self.done(firmware=hello.get("fw"), board_id=hello.get("board_id"), micropython=hello.get("micropython"))
-        session = self._collect(port)
-        model = self._train(session)
+        sessions = self._collect(port)
+        model = self._train(sessions)
         self._deploy(port, model)
-        self._evaluate(port, session)
+        self._evaluate(port, sessions)
 
     def _collect(self, port):
-        plan = excitation(self.collect_s, self.seed + 1)
-        self.step("collect", f"collecting {self.collect_s:g} s of excitation: "
-                  + ", then ".join(f"{p} {v['duration_ms'] / 1000:g} s" for p, v in plan) + " ...")
-        header = {"program": {"name": "+".join(p for p, _ in plan), "plan": plan}}
-        rec = Recorder(port, self.dir / "sessions", "excitation", header, progress=True, say=self.note)
-        rec.start()
-        with rec:
-            for program, params in plan:
-                reason = rec.run("program", program, [f"{k}={v}" for k, v in params.items()])
-                if reason is None:
-                    break
-            summary = rec.finish(reason or rec.fault, complete=reason is not None)
-        if reason is None:
-            raise DeviceError(f"{rec.fault}; session kept: {rec.kept()}")
-        session = load(rec.path)
-        plot_session(session, self.dir / "excitation.png", title="excitation: chirp, then random steps")
-        self.note(f"{summary['telemetry_frames']} frames at {summary['rate_hz']:.0f} Hz, {summary['drops']} dropped, "
-                  f"link {summary['link_utilisation'] * 100:.0f} % -> {rec.path}")
-        self.done(session=str(rec.path), plan=plan, frames=summary["telemetry_frames"], drops=summary["drops"],
-                  crc_errors=summary["crc_errors"], rate_hz=summary["rate_hz"],
-                  link_utilisation=summary["link_utilisation"])
-        return session
+        plans = excitation(self.collect_s, self.seed + 1)
+        self.step("collect", f"collecting {self.collect_s:g} s of excitation: " + "; ".join(
+            f"{name}: " + ", then ".join(f"{p} {v['duration_ms'] / 1000:g} s" for p, v in plan)
+            for name, plan in plans.items()) + " ...")
+        sessions, facts = [], []
+        for name, plan in plans.items():
+            header = {"program": {"name": "+".join(p for p, _ in plan), "plan": plan}}
+            rec = Recorder(port, self.dir / "sessions", name, header, progress=True, say=self.note)
+            rec.start()
+            with rec:
+                for program, params in plan:
+                    reason = rec.run("program", program, [f"{k}={v}" for k, v in params.items()])
+                    if reason is None:
+                        break
+                summary = rec.finish(reason or rec.fault, complete=reason is not None)
+            if reason is None:
+                raise DeviceError(f"{rec.fault}; session kept: {rec.kept()}")
+            sessions.append(load(rec.path))
+            self.note(f"{name}: {summary['telemetry_frames']} frames at {summary['rate_hz']:.0f} Hz, "
+                      f"{summary['drops']} dropped, link {summary['link_utilisation'] * 100:.0f} % -> {rec.path}")
+            facts.append({"name": name, "path": str(rec.path), "plan": plan, **{k: summary[k] for k in (
+                "telemetry_frames", "drops", "crc_errors", "rate_hz", "link_utilisation")}})
+        plot_session(sessions[0], self.dir / "excitation.png", title="excitation: a chirp, then random steps")
+        self.done(sessions=facts)
+        return sessions
 
-    def _train(self, session):
-        self.step("train", f"training the inverse model (pulse from the angle wanted next) for up to {self.epochs} epochs ...")
-        m = train("inverse", [session], out=self.dir / "model", progress=True, epochs=self.epochs, patience=15)
+    def _train(self, sessions):
+        self.step("train", f"training the inverse model (pulse from the angle wanted next) for up to {self.epochs} epochs; "
+                  "the validation session validates ...")
+        m = train("inverse", sessions, out=self.dir / "model", progress=True, epochs=self.epochs, patience=15)
         self.note(f"{m['rows']['train']} training rows, {m['epochs_run']} epochs in {m['timings']['train_s']:.1f} s; "
                   f"held-out pulse error (int8) "
                   + ", ".join(f"{k} {v:.0f} us" for k, v in m["int8"]["val_rmse"].items())
@@ -173,10 +186,10 @@ class Demo:
                               f"{p['vectors']} inputs (first: {p['first_mismatch']})")
         self.done(**d)
 
-    def _evaluate(self, port, session):
+    def _evaluate(self, port, sessions):
         self.step("eval", f"evaluating on held-out trajectories ({', '.join(self.names)}; "
                   f"{self.seconds:g} s each) with the {', '.join(CONTROLLERS)} controllers ...")
-        cal = calibrate([session])
+        cal = calibrate(sessions)
         write_json(self.dir / "calibration.json", cal)
         self.note("linear calibration (least squares, settled samples): "
                   + ", ".join(f"{j} {a:.0f} us + {b:.2f} us/deg" for j, a, b in
@@ -201,18 +214,20 @@ class Demo:
         opts += [f"--trajectories {','.join(self.names)}"] if self.names != list(TRAJECTORIES) else []
         port = self.port or "/tmp/gen0"
         d = shlex.quote(str(self.dir))
-        plan = excitation(self.collect_s, self.seed + 1)
         steps = []
         if self.port is None:
             steps.append(f"host sim --seed {self.seed}" + (f" --plant {shlex.quote(self.plant)}" if self.plant else "")
                          + f" --link {port} &")
         steps.append(f"host flash --port {port}")
-        for program, params in plan:
-            steps.append(f"host collect --port {port} --program {program} --out {d}/sessions --name {program} "
-                         + " ".join(f"--param {k}={v}" for k, v in params.items()))
-        steps.append(f"host train {d}/sessions/chirp.session {d}/sessions/steps.session --task inverse "
-                     f"--epochs {self.epochs} --patience 15 --out {d}/model --force")
+        names = []
+        for name, plan in excitation(self.collect_s, self.seed + 1).items():
+            for program, params in plan:
+                names.append(f"{name}-{program}" if len(plan) > 1 else name)
+                steps.append(f"host collect --port {port} --program {program} --out {d}/sessions --name {names[-1]} "
+                             + " ".join(f"--param {k}={v}" for k, v in params.items()))
+        sessions = " ".join(f"{d}/sessions/{n}.session" for n in names)
+        steps.append(f"host train {sessions} --task inverse --epochs {self.epochs} --patience 15 --out {d}/model --force")
         steps.append(f"host deploy {d}/model --port {port}")
-        steps.append(f"host eval --port {port} --calibrate {d}/sessions/chirp.session {d}/sessions/steps.session "
-                     f"--seconds {self.seconds:g} --trajectories {','.join(self.names)} --out {d}/sessions --plot {d}/eval.png")
+        steps.append(f"host eval --port {port} --calibrate {sessions} --seconds {self.seconds:g} "
+                     f"--trajectories {','.join(self.names)} --out {d}/sessions --plot {d}/eval.png")
         return "host demo " + " ".join(opts), steps

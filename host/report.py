@@ -53,9 +53,9 @@ def write_report(demo):
         lines += ["![training curves](model/curves.png)", ""]
     full, steps = demo.commands()
     lines += ["## Reproduce", "", "The whole run:", "", "```sh", full, "```", "",
-              "Step by step (one session per excitation program; the demo records both into one):", "", "```sh",
+              "Step by step (one session per program; the demo records the training session's two in one):", "", "```sh",
               *steps, "```", "",
-              "Artefacts here: `sessions/` (excitation and one session per evaluation run), `model/` (model.bin, "
+              "Artefacts here: `sessions/` (excitation, validation and one session per evaluation run), `model/` (model.bin, "
               "checkpoint, metrics.json, curves.png), `calibration.json`, `eval.json`, `demo.json` (every figure above).", ""]
     return write_atomic(d / "report.md", "\n".join(lines))
 
@@ -66,9 +66,10 @@ def _what(step, f):
     if step == "flash":
         return f"firmware {f.get('firmware')} running (mpremote)"
     if step == "collect":
-        plan = ", then ".join(f"{p} {v['duration_ms'] / 1000:g} s" for p, v in f.get("plan", []))
-        return (f"{plan}: {f.get('frames')} frames at {f.get('rate_hz', 0):.0f} Hz, {f.get('drops')} dropped, "
-                f"link {f.get('link_utilisation', 0) * 100:.0f} %")
+        return "; ".join(
+            f"{c['name']}: " + ", then ".join(f"{p} {v['duration_ms'] / 1000:g} s" for p, v in c["plan"])
+            + f" -- {c['telemetry_frames']} frames at {c['rate_hz']:.0f} Hz, {c['drops']} dropped, "
+            f"link {c['link_utilisation'] * 100:.0f} %" for c in f.get("sessions", []))
     if step == "train":
         shape = "-".join(str(n) for n in [len(f.get("inputs", [])), *f.get("hidden", []), len(f.get("outputs", []))])
         errors = ", ".join(f"{k} {v:.0f} µs" for k, v in (f.get("int8_val_rmse") or {}).items())
