@@ -85,7 +85,7 @@ class Demo:
 
     def step(self, name, text):
         self._n += 1
-        self.say(f"[{self._n}/{7 if self.port is None else 6}] {text}")
+        self.say(f"[{self._n}/{5 + (self.port is None) + self.flash}] {text}")
         self._t = time.monotonic()
         self._name = name
 
@@ -114,6 +114,8 @@ class Demo:
                 self._pipeline(sim.port)
         else:
             self._pipeline(self.port)
+        self.step("report", f"writing the report into {self.dir} ...")
+        self.done()
         self.facts["seconds"] = round(time.monotonic() - t0, 1)
         self.facts["step_seconds"] = self.steps
         self.facts["report"] = str(write_report(self))

@@ -36,6 +36,7 @@ SECONDS = 6.0  # of each trajectory's body
 LEAD_IN_S = 0.5  # holding the first target before the scored body
 MAX_LAG_S = 0.3  # the lag search range
 STEP_SIZES = (5, 10, 20, 40)  # deg, each up and down
+STEP_HOLD = 1 / 12  # of --seconds, each level (0.5 s at 6 s: the servo settles, then holds): 17 levels
 SINES = ((0.5, 40.0), (1.0, 25.0), (2.0, 12.0))  # (Hz, amplitude deg): similar peak speeds, ~150 deg/s
 RANDOM_AMP, RANDOM_KNOT_S = 35.0, 0.5  # smooth random: cosine-eased moves between random knots
 EVAL_SEED = 9_000_001  # the random trajectory's own seed: no program draws from it
@@ -71,9 +72,8 @@ def trajectories(n_joints, rate_hz, names=TRAJECTORIES, seconds=SECONDS, seed=EV
             if name == "steps":
                 sizes = STEP_SIZES[::-1] if j % 2 else STEP_SIZES
                 levels = [0.0] + [sign * v for s in sizes for v in (s, 0, -s, 0)]
-                hold = n // len(levels)
-                body = np.repeat(levels, hold)
-                columns.append(np.concatenate([body, np.zeros(n - len(body))]))
+                hold = round(seconds * STEP_HOLD * rate_hz)
+                columns.append(np.repeat(levels, hold))
                 about = (f"steps of {', '.join(map(str, STEP_SIZES))} deg up and down, "
                          f"{hold / rate_hz * 1000:.0f} ms each")
             elif name == "sines":

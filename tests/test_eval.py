@@ -18,7 +18,8 @@ def test_reference_trajectories_start_and_end_at_rest_and_cover_what_they_say():
     plan = trajectories(2, 200)
     assert [t.name for t in plan] == list(TRAJECTORIES)
     for t in plan:
-        assert t.targets.shape == (t.lead_in + 1200, 2) and t.lead_in == 100
+        body = 17 * 100 if t.name == "steps" else 1200  # steps: 17 levels held 0.5 s; the others 6 s
+        assert t.targets.shape == (t.lead_in + body, 2) and t.lead_in == 100
         assert np.abs(t.targets[: t.lead_in + 1]).max() < 1e-9  # the lead-in holds the start: rest
         assert np.abs(t.targets[-1]).max() < 1.0 and np.abs(t.targets).max() <= 40
         assert not np.allclose(t.targets[:, 0], t.targets[:, 1])  # the joints do not move in step
@@ -72,9 +73,9 @@ def test_demo_pipeline_at_small_scale_learns_a_controller_that_beats_the_naive_m
     assert proc.returncode == 0, proc.stderr[-3000:]
     facts = json.loads(proc.stdout)
     for step in ("[1/7] starting a virtual Gen0", "[2/7] flashing", "[3/7] collecting", "[4/7] training",
-                 "[5/7] deploying", "[6/7] evaluating"):
+                 "[5/7] deploying", "[6/7] evaluating", "[7/7] writing the report"):
         assert step in proc.stderr  # progress throughout
-    assert list(facts["step_seconds"]) == ["sim", "flash", "collect", "train", "deploy", "eval"]
+    assert list(facts["step_seconds"]) == ["sim", "flash", "collect", "train", "deploy", "eval", "report"]
     # every artefact in the one run directory
     excitation, validation = (load(out / "sessions" / f"{n}.session") for n in ("excitation", "validation"))
     for s, programs, seconds in ((excitation, ["chirp", "steps"], 16), (validation, ["steps"], 4)):
