@@ -14,7 +14,6 @@ target best.
 """
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
