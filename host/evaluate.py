@@ -153,8 +153,8 @@ def calibrate(sessions):
 
 
 # -- running ------------------------------------------------------------------------------------------
-def evaluate(port, lin, names=TRAJECTORIES, seconds=SECONDS, controllers=CONTROLLERS, out=None,
-             progress=True, say=print, stop=None):
+def evaluate(port, lin, names=TRAJECTORIES, seconds=SECONDS, controllers=CONTROLLERS, out=None, say=print,
+             stop=None):
     """Run each trajectory with each controller on the board at `port`, recording a session per run.
 
     lin: the linear controller's [a0, b0, a1, b1, ...]. Returns {"runs": [...], "summary": ...,
