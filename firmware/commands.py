@@ -71,8 +71,13 @@ def store_model(robot, arg, blob):
 
 
 def check_traj_slot(robot, arg):
+    """A new trajectory replaces the held one: unless track mode is following it, it goes first, so
+    the two need not fit the (fragmenting) heap at once."""
     if arg:
         raise ValueError("slot traj takes no name (xfer begin traj <size> <crc32hex>)")
+    track = robot.modes[robot.mode_names.index("track")]
+    if robot.mode is not track:
+        track.sent = None
 
 
 def store_traj(robot, arg, data):

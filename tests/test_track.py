@@ -150,6 +150,8 @@ def test_a_host_sent_trajectory_runs_and_ends(gen0, link):
     with pytest.raises(CommandError, match=r"tick 1: joint 0 target 90.00 deg is outside -85.00..85.00") as refused:
         send_trajectory(link, [[0, 0], [90, 0]])
     assert refused.value.code == P.E_RANGE
+    with pytest.raises(CommandError, match="no trajectory sent"):  # a new one replaces the old from its start
+        link.request("track", "traj", "controller=naive")
     with pytest.raises(CommandError, match="2 per tick"):
         transfer(link, "traj", bytes(6))
 
