@@ -26,6 +26,7 @@ from host.deploy import send_trajectory
 from host.errors import DeviceError, UserError
 from host.files import save_figure
 from host.link.client import CommandError, Link
+from host.replay import error
 from host.sessions import load
 from host.train.dataset import robot_of
 
@@ -223,9 +224,8 @@ def score(session, lead_in):
     joints = {}
     for j in (x["name"] for x in hello["robot"]["joints"]):
         target, measured = np.asarray(c[f"{j}_target_deg"], float)[rows], np.asarray(c[f"{j}_deg"], float)[rows]
-        err = measured - target
-        joints[j] = {"rmse_deg": _r(np.sqrt(np.mean(err ** 2))), "max_deg": _r(np.abs(err).max()),
-                     "lag_ms": _r(lag(target, measured, rate) * 1000, 1)}
+        e = error(target, measured)
+        joints[j] = {"rmse_deg": e["rmse"], "max_deg": e["max_abs"], "lag_ms": _r(lag(target, measured, rate) * 1000, 1)}
     return {"ticks": len(rows), "rate_hz": rate, "drops": int(session.stats["drops"]), "joints": joints,
             "t": (np.asarray(c["t"])[rows] - c["t"][rows[0]]), "targets": {j: np.asarray(c[f"{j}_target_deg"])[rows] for j in joints},
             "measured": {j: np.asarray(c[f"{j}_deg"])[rows] for j in joints}}

@@ -5,22 +5,25 @@ A crash, a full disk or Ctrl-C mid-write leaves the old file (or none), never ha
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from host.errors import UserError
 
 
-def write_atomic(path, data):
-    """Write bytes or str to `path` via a temp file and a rename; UserError if the disk refuses."""
+@contextmanager
+def atomic_file(path, mode="w"):
+    """An open temp file beside `path`, renamed over it when the block ends cleanly, removed otherwise.
+
+    Errors the disk raises become one-line UserErrors."""
     path = Path(path)
-    data = data.encode() if isinstance(data, str) else data
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, mode) as f:
+            yield f
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except OSError as e:
@@ -28,7 +31,13 @@ def write_atomic(path, data):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
+
+
+def write_atomic(path, data):
+    """Write bytes or str to `path` whole or not at all."""
+    with atomic_file(path, "wb" if isinstance(data, (bytes, bytearray)) else "w") as f:
+        f.write(data)
+    return Path(path)
 
 
 def write_json(path, data):

@@ -33,7 +33,7 @@ from host.errors import UserError
 from host.files import save_figure
 from host.sessions import load
 from host.sessions.store import BYTES, read_records
-from host.train.dataset import feature_column, robot_of, session_rows
+from host.train.dataset import dropped_text, feature_column, robot_of, session_rows
 
 KEEPALIVE_S = 0.1  # resend the held pulses this often: the watchdog (300 ms) must not trip
 ACK_TIMEOUT_S = 1.0  # a `set` without an ack after this long counts as lost
@@ -237,11 +237,6 @@ class ModelRun:
                 "task": ref.task, "inputs": ref.inputs, "outputs": outputs,
                 "rows": {"used": len(self.x), "dropped": self.dropped},
                 "float": self.float is not None, "float_unavailable": self.float_unavailable}
-
-
-def dropped_text(dropped):
-    """Rows left out, by reason, in words: "5 not driven, 11 edges"."""
-    return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dropped.items() if v) or "none"
 
 
 def _check_fits(ref, session, model):

@@ -1,11 +1,9 @@
 """`host export SESSION --csv FILE`: every telemetry column as CSV, units in the column names (`shoulder_deg[deg]`)."""
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
-from host.errors import UserError
+from host.files import atomic_file
 from host.sessions import find_session, load
 
 
@@ -38,18 +36,6 @@ def write_csv(s, path):
     header = ",".join(f"{n}[{s.units[n]}]" if s.units[n] else n for n in names)
     row = ",".join("%d" if s.columns[n].dtype.kind in "iu" else "%r" for n in names)
     columns = [s.columns[n].tolist() for n in names]
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(header + "\n")
-            f.writelines(row % values + "\n" for values in zip(*columns))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(path) as f:
+        f.write(header + "\n")
+        f.writelines(row % values + "\n" for values in zip(*columns))

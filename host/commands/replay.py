@@ -6,7 +6,8 @@ import sys
 
 from host.commands.collect import with_stop_signals
 from host.errors import UserError
-from host.replay import ModelRun, dropped_text, plot, replay, replay_to_port
+from host.replay import ModelRun, plot, replay, replay_to_port
+from host.train.dataset import dropped_text
 from host.sessions import find_session, load
 from host.table import print_table
 

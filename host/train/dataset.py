@@ -99,7 +99,7 @@ def from_sessions(sessions, task):
         n = sum(len(x) for x, _ in pieces)
         if n == 0:
             raise UserError(f"no {'training' if part == 'train' else 'validation'} rows for task {task.name} in "
-                            f"{', '.join(s.name for s in sessions)} (left out: {_dropped_text(dropped)}): "
+                            f"{', '.join(s.name for s in sessions)} (left out: {dropped_text(dropped)}): "
                             "record longer sessions with the servos driven")
         joined[part] = tuple(np.concatenate(cols) for cols in zip(*pieces))
     split = (f"held-out sessions: {', '.join(i['name'] for i in infos if i['role'] == 'val')}" if n_val else
@@ -206,5 +206,6 @@ def normalisation(x, y):
     return (*stats(x), *stats(y))
 
 
-def _dropped_text(dropped):
-    return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dropped.items()) or "nothing"
+def dropped_text(dropped):
+    """Rows left out, by reason, in words: "5 not driven, 11 edges"."""
+    return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dropped.items() if v) or "nothing"
