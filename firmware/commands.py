@@ -148,7 +148,7 @@ class Commands:
         self.table = {
             "hello": self.hello, "ping": self.ping, "status": self.status, "set": self.set,
             "stop": self.stop, "rate": self.rate, "telemetry": self.telemetry, "xfer": self.xfer, "reset": self.reset,
-            "mtest": self.mtest, "mtime": self.mtime,
+            "mtest": self.mtest, "mtime": self.mtime, "stages": self.stages,
         }
 
     def feed(self, buf, n):
@@ -190,6 +190,7 @@ class Commands:
         if name == "hello" and code == P.E_OK:
             self.robot.send_hello()
         elif name == "reset":
+            self.port.flush()
             time.sleep_ms(50)  # let the ack leave the UART
             machine.reset()
         if name != "set":  # `set` streams fast and allocates little
@@ -228,6 +229,12 @@ class Commands:
             "model": r.models.hex_id, "model_note": r.models.note,
             "transfer": [self.transfer.slot, self.transfer.n, self.transfer.size] if self.transfer else None,
         }
+
+    def stages(self, args):
+        """Where the ticks since the last `stages` went: per stage mean and longest µs (then start again)."""
+        if args:
+            raise ValueError("stages takes no arguments")
+        return dict(self.robot.stages.take(), rate_hz=self.robot.rate_hz, tx_waits=self.port.waited)
 
     def set(self, args):
         r = self.robot

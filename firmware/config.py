@@ -39,6 +39,11 @@ def check(cfg):
     _num(loop, "telemetry_every", 0, 1000, "loop.")
     loop.setdefault("max_rx_bytes_per_tick", 64)
     _num(loop, "max_rx_bytes_per_tick", 1, 260, "loop.")
+    link = cfg.setdefault("link", {})
+    if not isinstance(link, dict):
+        raise ConfigError("robot.json: link must be an object, e.g. {\"baud\": 115200}")
+    link.setdefault("baud", 115200)
+    _num(link, "baud", 0, 10000000, "link.")  # 0: native USB, no UART to pace the output for
     cfg.setdefault("idle", "hold")
     if cfg["idle"] not in ("hold", "limp"):
         raise ConfigError("robot.json: idle must be \"hold\" or \"limp\", not %r" % cfg["idle"])

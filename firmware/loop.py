@@ -3,7 +3,8 @@
 Ticks are scheduled on deadlines with time.ticks_us (wraps at 2**30 on the ESP32).
 The hot path allocates nothing (preallocated buffers, integer math), so the garbage
 collector never stalls a tick that receives no command. What to command each tick
-is the current mode's job; MODES is the table, a new mode is one more entry.
+is the current mode's job; MODES is the table, a new mode is one more entry. Each
+stage's time is kept (StageTimes) so that `stages` can say where a tick goes.
 """
 
 import array
@@ -12,6 +13,7 @@ import gc
 import select
 import sys
 import time
+from micropython import const
 
 import machine
 import config
@@ -122,6 +124,48 @@ class Program:
 
 RESYNC_US = 50000
 MODES = (Idle, Direct, Program, track.Track)  # telemetry `mode` = index here
+STAGES = ("sense", "decide", "actuate", "report", "listen")  # a tick's stages, in order
+_MASK = const(0x3FFFFFFF)  # ticks period 2**30: a stage's time is (end - start) & _MASK
+_HALVE_AT = const(32768)
+
+
+class StageTimes:
+    """Where ticks go: per stage (and the whole tick, last) the total, the longest and the count of
+    ticks since the last take(). marks[i] is when stage i began, marks[5] when the tick ended.
+    Allocation-free; totals stay small ints (halved with the count past _HALVE_AT ticks)."""
+
+    def __init__(self):
+        self.marks = array.array("i", [0] * 6)
+        self.total = array.array("i", [0] * 6)
+        self.longest = array.array("i", [0] * 6)
+        self.n = 0
+
+    def add(self):
+        m, total, longest = self.marks, self.total, self.longest
+        for i in range(5):
+            d = (m[i + 1] - m[i]) & _MASK
+            total[i] += d
+            if d > longest[i]:
+                longest[i] = d
+        d = (m[5] - m[0]) & _MASK
+        total[5] += d
+        if d > longest[5]:
+            longest[5] = d
+        self.n += 1
+        if self.n >= _HALVE_AT:
+            for i in range(6):
+                total[i] >>= 1
+            self.n >>= 1
+
+    def take(self):
+        """{stages, ticks, mean_us, max_us} since the last take(), and start again."""
+        n = self.n or 1
+        out = {"stages": list(STAGES) + ["tick"], "ticks": self.n,
+               "mean_us": [round(t / n) for t in self.total], "max_us": list(self.longest)}
+        for i in range(6):
+            self.total[i] = self.longest[i] = 0
+        self.n = 0
+        return out
 
 
 class Gen0:
@@ -130,7 +174,7 @@ class Gen0:
     def __init__(self, cfg):
         self.cfg = cfg
         self.started_ms = time.ticks_ms()
-        self.port = T.Port(sys.stdout.buffer)
+        self.port = T.Port(sys.stdout.buffer, cfg["link"]["baud"])
         self.servos = [Servo(j) for j in cfg["joints"]]
         self.feedbacks = [Feedback(j) for j in cfg["joints"]]
         self.imu = Mpu6050(cfg.get("imu"))
@@ -150,6 +194,7 @@ class Gen0:
         self.max_rx = cfg["loop"]["max_rx_bytes_per_tick"]
         self.ticks = self.overruns = self.busy_us = self.rx_bytes = 0
         self.since_frame = 0
+        self.stages = StageTimes()
         self.commands = Commands(self)
         self.stdin = sys.stdin.buffer
         self.poller = select.poll()
@@ -220,19 +265,24 @@ class Gen0:
 
     # -- the tick ------------------------------------------------------------
     def tick(self, t_us):
-        """One loop iteration, stamped t_us (its start)."""
+        """One loop iteration, stamped t_us (its start); stage start times go into stages.marks."""
+        marks = self.stages.marks
+        marks[0] = t_us
         for f in self.feedbacks:
             f.read()
         imu = self.imu
         if imu.ok:
             imu.read()
+        marks[1] = time.ticks_us()
         self.mode.step(self)
+        marks[2] = time.ticks_us()
         target = self.target
         servos = self.servos
         for j in range(len(servos)):
             us = target[j]
             if us is not None and servos[j].write(us) != us:
                 self.latched |= T.F_CLAMPED
+        marks[3] = now = time.ticks_us()
         self.ticks += 1
         every = self.telemetry_every
         if every:
@@ -248,6 +298,8 @@ class Gen0:
                 self.latched = 0
                 self.telemetry.emit(self.port, t_us, self.busy_us, self.overruns, self.mode_id, flags,
                                     self.servos, self.feedbacks, self.target_cdeg, imu.buf, self.models.short_id)
+        self.port.pump(now)
+        marks[4] = time.ticks_us()
         self.receive()
 
     def receive(self):
@@ -291,6 +343,8 @@ class Gen0:
             self.tick(t0)
             end = ticks_us()
             self.busy_us = ticks_diff(end, t0)
+            self.stages.marks[5] = end
+            self.stages.add()
             deadline = ticks_add(deadline, self.period_us)
             late = ticks_diff(end, deadline)
             if late > 0:
@@ -315,8 +369,10 @@ def run():
         robot.run()
     except KeyboardInterrupt:
         robot.safe()
+        robot.port.flush()
         raise
     except Exception as e:
         robot.safe()
         robot.port.log(P.LOG_ERROR, "firmware stopped: %s: %s" % (type(e).__name__, e))
+        robot.port.flush()
         raise

@@ -161,10 +161,20 @@ class FrameWriter:
         self._views_for = -1  # the payload length self._body/_whole were cut for
         self._body = None
         self._whole = None
+        self._frames = {}  # size -> memoryview of buf[:size], so queuing a frame allocates nothing
 
     def payload_view(self):
         """Writable memoryview of the payload area, for struct.pack_into without temporaries."""
         return self._payload
+
+    def frame(self, size):
+        """buf[:size] as a view kept for that size (a telemetry frame takes a handful of sizes)."""
+        view = self._frames.get(size)
+        if view is None:
+            view = self._buf_mv[:size]
+            if len(self._frames) < 16:
+                self._frames[size] = view
+        return view
 
     def pack(self, ftype, seq, t_us, payload=None, n=None):
         """Frame the first n payload bytes (payload, or what is already in payload_view()); returns the byte count in buf."""

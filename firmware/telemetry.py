@@ -41,21 +41,87 @@ def schema(cfg):
     return [{"name": n, "type": t, "unit": u, "scale": s} for n, t, u, s in fields]
 
 
-class Port:
-    """Frames out to a stream (sys.stdout.buffer on the board) that takes write(buf, n)."""
+TX_FIFO = 128  # the ESP32 UART's hardware TX FIFO
+TX_FILL = 112  # fill the modeled FIFO to this at most: the model's clock is the board's, not the UART's
+TX_QUEUE = 2048  # frames waiting for the UART (an ack or a log of up to ACK_MAX_PAYLOAD fits many times)
 
-    def __init__(self, out):
+
+class Port:
+    """Frames out to a stream (sys.stdout.buffer on the board) that takes write(buf, off, n), paced for the UART.
+
+    An ESP32's stdout writer puts what fits into the UART's 128-byte FIFO and, while bytes remain,
+    sleeps until the next FreeRTOS tick (10 ms): a 200-byte ack would cost a 200 Hz loop two ticks.
+    So frames go into a queue, and pump() (once a tick) writes only what the FIFO has room for, by
+    a model of it that drains at baud/10 bytes a second: the loop never waits on the UART, acks and
+    logs go out over the next ticks, frames leave whole and in order. baud 0 (native USB, no UART):
+    frames are written at once. A full queue is written out at once too (the loop then waits, as
+    an unpaced writer would); the hello (~3.7 KB, rare) goes that way, after what is queued.
+    """
+
+    def __init__(self, out, baud=0):
         self.out = out
         self.seq = 0
         self.frames = 0
         self.general = P.FrameWriter(ACK_MAX_PAYLOAD)
+        self.q = bytearray(TX_QUEUE)
+        self.head = self.tail = 0  # q[head:tail] waits for the UART
+        self.us_per_byte = (10000000 + baud - 1) // baud if baud else 0  # rounded up: never overfill
+        self.fifo = 0  # bytes the modeled FIFO holds at fifo_t
+        self.fifo_t = time.ticks_us()
+        self.waited = 0  # times the queue was full and written out at once
 
     def send(self, writer, ftype, t_us, n):
-        """Frame the n payload bytes already in writer's payload view and write it."""
+        """Frame the n payload bytes already in writer's payload view and queue it (allocation-free)."""
         size = writer.pack(ftype, self.seq, t_us, None, n)
-        self.out.write(writer.buf, size)
         self.seq = (self.seq + 1) & 0xFFFF
         self.frames += 1
+        if not self.us_per_byte:
+            self.out.write(writer.buf, size)
+            return
+        if self.tail + size > TX_QUEUE:
+            n = self.tail - self.head
+            if n + size > TX_QUEUE:
+                self.waited += 1
+                self.flush()
+                if size > TX_QUEUE:
+                    self.out.write(writer.buf, size)
+                    return
+            else:
+                if n:  # move what waits to the front (the view allocates: only under a backlog)
+                    self.q[0:n] = memoryview(self.q)[self.head:self.tail]
+                self.head, self.tail = 0, n
+        self.q[self.tail:self.tail + size] = writer.frame(size)
+        self.tail += size
+
+    def pump(self, now_us):
+        """Write what the UART's FIFO has room for now (once a tick)."""
+        if self.tail == self.head:
+            return
+        upb = self.us_per_byte
+        elapsed = time.ticks_diff(now_us, self.fifo_t)
+        if elapsed > TX_FIFO * upb:
+            elapsed = TX_FIFO * upb
+        drained = elapsed // upb if elapsed > 0 else 0
+        fifo = self.fifo - drained if drained < self.fifo else 0
+        self.fifo_t = time.ticks_add(self.fifo_t, drained * upb) if fifo else now_us
+        n = TX_FILL - fifo
+        if n > self.tail - self.head:
+            n = self.tail - self.head
+        if n > 0:
+            self.out.write(self.q, self.head, n)
+            self.head += n
+            if self.head == self.tail:
+                self.head = self.tail = 0
+            fifo += n
+        self.fifo = fifo
+
+    def flush(self):
+        """Write everything queued now (the writer waits on the UART as long as that takes)."""
+        if self.tail > self.head:
+            self.out.write(self.q, self.head, self.tail - self.head)
+        self.head = self.tail = 0
+        self.fifo = TX_FIFO
+        self.fifo_t = time.ticks_us()
 
     def ack(self, cmd_seq, code, data=b""):
         if len(data) > ACK_MAX_PAYLOAD - 3:
@@ -76,9 +142,11 @@ class Port:
         self.send(self.general, P.T_LOG, time.ticks_us(), 1 + len(data))
 
     def hello(self, info):
+        self.flush()
         P.write_frame(self.out, P.T_HELLO, self.seq, time.ticks_us(), json.dumps(info))
         self.seq = (self.seq + 1) & 0xFFFF
         self.frames += 1
+        self.fifo_t = time.ticks_us()
 
 
 class Telemetry:

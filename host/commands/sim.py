@@ -17,6 +17,11 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=0, help="unit-to-unit variation and noise seed (default 0)")
     p.add_argument("--speed", type=float, metavar="X",
                    help="virtual clock at X times real time (0 = as fast as possible); default: real time")
+    p.add_argument("--cpu", choices=("esp32", "host"), default="esp32",
+                   help="esp32 (default): the VM's work costs what it would on an ESP32 (~30x slower at 240 MHz); "
+                        "host: the VM's own speed, for comparison")
+    p.add_argument("--cpu-factor", type=float, metavar="X",
+                   help="the ESP32 model's slowdown at 240 MHz (default 30, REFERENCE range 22-40; 0 = CPU time is free)")
     p.add_argument("--baud", type=int, default=115200, help="UART baud rate (default 115200; 0 = unlimited)")
     p.add_argument("--corrupt", type=float, default=0.0, metavar="F",
                    help="flip a random bit in this fraction of device->host bytes (fault tests)")
@@ -32,14 +37,15 @@ def run(args):
 
     gen0 = VirtualGen0(flash_dir=args.flash_dir, preload=args.preload, plant=args.plant, robot=args.robot,
                        seed=args.seed, speed=args.speed, baud=args.baud, link=args.link, heap_kb=args.heap_kb,
-                       corrupt=args.corrupt, log=status)
+                       corrupt=args.corrupt, log=status, cpu=args.cpu, cpu_factor=args.cpu_factor)
     done = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
         gen0.start()
         print(f"virtual Gen0 on {gen0.port}" + (f" (link {gen0.link})" if gen0.link else ""), flush=True)
         clock = "real time" if args.speed is None else f"virtual clock x{args.speed:g}"
-        status(f"flash {gen0.flash_dir}, seed {args.seed}, {clock}, {args.baud or 'unlimited'} baud; Ctrl-C to stop")
+        status(f"flash {gen0.flash_dir}, seed {args.seed}, {clock}, CPU {gen0.cpu.describe()}, "
+               f"{args.baud or 'unlimited'} baud; Ctrl-C to stop")
         while not done.wait(0.5):
             if gen0.failed:
                 status(gen0.failed)

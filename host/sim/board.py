@@ -128,7 +128,8 @@ class VirtualBoard:
         self.adc = Esp32Adc(unit, unit.rng("adc.noise"))
         self.imu = MPU6050(unit, self.plant.dt)
         self.costs = {"adc": unit("esp32.adc_read_us"), "i2c": unit("esp32.i2c_call_us"),
-                      "pwm": unit("esp32.pwm_update_us")}
+                      "pwm": unit("esp32.pwm_update_us"), "gpio": unit("esp32.gpio_call_us"),
+                      "clock": unit("esp32.ticks_call_us")}
         self.unique_id = ESPRESSIF_OUI + unit.rng("unique_id").randbytes(3)
         self.now = 0
         self.levels = {}  # pin -> GPIO level written
@@ -215,16 +216,20 @@ class VirtualBoard:
             self._at(t_us)
             return self.levels.get(pin, 1 if pin == 0 else 0)
 
-    def cost_us(self, op: str, nbytes: int = 0, i2c_freq: int = 400000) -> int:
-        """Modeled duration of one ESP32 peripheral call: 'adc', 'i2c' (address + nbytes, 9 clocks each), 'pwm'."""
+    def cost_us(self, op: str, nbytes: int = 0, i2c_freq: int = 400000, restart: int = 0) -> float:
+        """Modeled duration of one ESP32 peripheral call: 'adc', 'pwm', 'gpio', 'clock' (ticks_us), or
+        'i2c': address + nbytes, 9 clocks each, start and stop; restart > 0: a memory read that first
+        writes `restart` register-address bytes, then repeats the start and the device address."""
         if op not in self.costs:
             raise ValueError(f"unknown operation {op!r}: one of {sorted(self.costs)}")
         if op != "i2c":
-            return round(self.costs[op])
+            return self.costs[op]
         if i2c_freq <= 0:
             raise ValueError(f"I2C frequency {i2c_freq} must be > 0")
-        clocks = 9 * (nbytes + 1) + 2  # address byte and data bytes with their ACKs, start and stop
-        return round(self.costs["i2c"] + math.ceil(clocks * 1e6 / i2c_freq))
+        clocks = 9 * (nbytes + 1) + 2
+        if restart:
+            clocks += 9 * (restart + 1) + 1
+        return self.costs["i2c"] + math.ceil(clocks * 1e6 / i2c_freq)
 
     def truth(self, t_us: "int | None" = None) -> dict:
         """Ground truth at t_us (advances the plant: only from the driving thread) or now (any thread)."""

@@ -44,7 +44,8 @@ SCHEMA = {
     "wiring": {"ground_own_ohm": "nonneg", "ground_shared_ohm": "nonneg"},
     "adc": {"vref_mv": "pos", "curve_11db": "curve", "inl_lsb": "nonneg", "dnl_lsb": "nonneg",
             "noise_lsb": "nonneg", "noise_lsb_per_a": "nonneg"},
-    "esp32": {"adc_read_us": "pos", "i2c_call_us": "nonneg", "pwm_update_us": "nonneg"},
+    "esp32": {"adc_read_us": "pos", "i2c_call_us": "nonneg", "pwm_update_us": "nonneg", "gpio_call_us": "nonneg",
+              "ticks_call_us": "nonneg"},
     "limb": {k: "pos" for k in (
         "upper_arm_m", "upper_arm_kg", "elbow_servo_kg", "forearm_m", "forearm_kg", "imu_kg",
         "imu_radius_m", "gravity_mps2")} | {"settle_deg": "nonneg"},

@@ -13,7 +13,10 @@ gaps from outside the VM:
   a new one in the mode the REPL was in (raw: boot.py only, then the raw prompt
   mpremote waits for); machine.reset(), the WDT and crashes restart it from
   power-on with the ROM's boot text and ticks from 0;
-- the bus thread (host/sim/bus.py) answers the `machine` shim from the VirtualBoard.
+- the bus thread (host/sim/bus.py) answers the `machine` and `time` shims from the
+  VirtualBoard, on the board's clock (host/sim/clock.py), which bills the VM's CPU
+  time at an ESP32's pace; the supervisor stops a VM that runs ahead of it without
+  making calls, and models the ESP32 stdout writer's 10 ms waits on a full TX FIFO.
 See SIM.md for the differences that remain.
 """
 
@@ -37,6 +40,7 @@ from host.errors import UserError
 from host.sim import registry
 from host.sim.board import VirtualBoard
 from host.sim.bus import Bus
+from host.sim.clock import BoardClock, cpu_model, for_host, host_speed
 from host.sim.port import CTRL_C, HOST_QUEUE, TX_FIFO, Uart, UserPort, inq, vm_pty
 
 SHIM_DIR = Path(__file__).resolve().parent / "shim"
@@ -59,6 +63,9 @@ UNIX_BANNER = re.compile(rb"MicroPython \S+ on (\S+); linux [^\r\n]*\r\nType \"h
 BANNER_START = re.compile(rb"MicroPython [^\r\n]*(\r(\n(T[^\r\n]*(\r)?)?)?)?\Z")  # could still become one
 HOLD_S = 0.05  # a partial banner is held back at most this long
 BATCH_S = 0.001  # bytes move at most this often (a USB bridge's latency is larger)
+RTOS_TICK_S = 0.01  # FreeRTOS tick (100 Hz): a writer waiting on a full TX FIFO wakes on this grid
+GIL_SWITCH_S = 0.0005  # Python's default 5 ms would let a busy thread of this process stall every bus call
+PACE_CHECK_S = 0.002  # how often the supervisor checks that a VM making no calls keeps the board's pace
 
 
 class Console:
@@ -163,13 +170,19 @@ class VirtualGen0:
     """A Gen0 on a pty: the firmware in `flash_dir` under the real MicroPython VM, pins wired to a VirtualBoard.
 
     speed None: real-time clock; X >= 0: virtual clock paced at X times real time (0 = flat out).
-    baud 0: no UART pacing. corrupt: fraction of device->host bytes with a flipped bit (seeded).
+    cpu 'esp32' (the VM's work costs an ESP32's time) or 'host' (the VM's own speed); cpu_factor:
+    the ESP32 model's factor at 240 MHz (0 = CPU time is free). baud 0: no UART pacing.
+    corrupt: fraction of device->host bytes with a flipped bit (seeded).
     """
 
     def __init__(self, flash_dir=None, preload=False, plant=None, robot=None, seed=0, speed=None,
-                 baud=115200, link=None, heap_kb=HEAP_KB, corrupt=0.0, log=None):
-        if speed is not None and not speed >= 0:
+                 baud=115200, link=None, heap_kb=HEAP_KB, corrupt=0.0, log=None, cpu="esp32", cpu_factor=None):
+        if speed is not None and not 0 <= speed < 1e6:
             raise UserError(f"--speed {speed}: give a factor >= 0 (0 = as fast as possible)")
+        try:
+            self.cpu = cpu_model(cpu, cpu_factor)
+        except ValueError as e:
+            raise UserError(str(e)) from None
         if not isinstance(baud, int) or baud < 0:
             raise UserError(f"--baud {baud}: give a baud rate (0 = unlimited)")
         if not 0 <= corrupt <= 1:
@@ -178,6 +191,7 @@ class VirtualGen0:
             raise UserError(f"--heap-kb {heap_kb}: give a heap size in KiB, at least 16")
         self.exe = find_micropython()
         self.version = vm_version(self.exe)
+        self.cpu = for_host(self.cpu, host_speed(self.exe) if self.cpu.scales and self.cpu.factor else 1.0)
         robot_file = Path(robot) if robot else None
         try:
             self.board = VirtualBoard.from_files(robot_file, plant, seed)
@@ -205,6 +219,8 @@ class VirtualGen0:
         self.link = None
         self.soft_resets = self.hard_resets = self.crashes = 0
         self.tx_stalls = 0  # times the VM was stopped on a full TX FIFO
+        self.pace_stops = 0  # times the VM was stopped for running ahead of the board's clock
+        self.clock = BoardClock(self.cpu, speed)
         self.failed = None  # why the VM could not boot, if it could not
         self._uart = Uart(baud, speed, corrupt, seed)
         self._console = self._bus = self._proc = None
@@ -217,6 +233,8 @@ class VirtualGen0:
         """Power on: the port appears, the ROM prints, boot.py and main.py run."""
         if self._thread:
             return self
+        if sys.getswitchinterval() > GIL_SWITCH_S:
+            sys.setswitchinterval(GIL_SWITCH_S)  # the bus thread answers the VM within this, whatever else runs here
         self._user = UserPort(self.link_path)
         self.port, self.link = self._user.path, self._user.link
         self._vm_master, self._vm_slave, self._vm_attrs = vm_pty()
@@ -285,7 +303,7 @@ class VirtualGen0:
         return {"rx_bytes": u.rx_bytes, "rx_dropped": u.rx_dropped, "tx_bytes": u.tx_bytes,
                 "tx_lost": u.tx_lost, "tx_corrupted": u.tx_corrupted, "soft_resets": self.soft_resets,
                 "hard_resets": self.hard_resets, "crashes": self.crashes, "tx_stalls": self.tx_stalls,
-                "bus_ops": self.bus_ops}
+                "pace_stops": self.pace_stops, "bus_ops": self.bus_ops, "clock": self.clock.figures()}
 
     rx_dropped = property(lambda self: self._uart.rx_dropped)
     rx_bytes = property(lambda self: self._uart.rx_bytes)
@@ -295,8 +313,8 @@ class VirtualGen0:
     # -- boots -------------------------------------------------------------------
     def _power_on(self, cause):
         """Hard reset: the ROM's text, the clock from 0, main.py runs."""
-        self._host_t0 = time.monotonic_ns() // 1000
-        self._vm_t = 0
+        self.clock.power_on()
+        self._rtos0 = time.monotonic()
         self._cause = cause
         self._console = Console(self.version, self._enter_raw)
         termios.tcflush(self._vm_slave, termios.TCIFLUSH)  # the UART's buffer does not survive
@@ -314,15 +332,14 @@ class VirtualGen0:
         self._boot_ready.clear()
         self._ready = False
         self._stopped = False
+        self._tx_resume = self._pace_until = None
+        self._next_pace_check = 0.0
         self._console.raw_boot = mode == "raw"
-        self._bus = Bus(self.board, self.imu_pins, self._on_bus)
+        self._bus = Bus(self.board, self.imu_pins, self.clock, self._on_bus)
         rfd, wfd = self._bus.child_fds()
-        virtual = self.speed is not None
         heap = (self.heap_kb * HEAP_SCALE + SHIM_KB) * 1024
         args = [self.exe, "-X", f"heapsize={heap}", "-i", str(BOOTSTRAP), str(rfd), str(wfd), mode, str(self._cause),
-                "virtual" if virtual else "real", str(self._vm_t if virtual else self._host_t0),
-                str(round((self.speed or 0) * 1000)), str(self._rtc_us), self.board.unique_id.hex(),
-                str(self.board.cost_us("pwm")), "1" if self._wdt else "0"]
+                str(self._rtc_us), self.board.unique_id.hex(), str(self.clock.mhz), "1" if self.cpu.factor else "0"]
         termios.tcsetattr(self._vm_slave, termios.TCSANOW, self._vm_attrs)  # a killed VM may have left it raw
         slave = self._vm_slave
 
@@ -336,6 +353,7 @@ class VirtualGen0:
         except OSError as e:
             self._bus.close()
             raise UserError(f"cannot start the MicroPython VM {self.exe}: {e}") from None
+        self.clock.attach(self._proc.pid)
         self._bus.start()
         try:
             self._pidfd = os.pidfd_open(self._proc.pid)
@@ -346,12 +364,12 @@ class VirtualGen0:
         os.write(self._vm_master, b"\x01")
 
     # -- bus events (bus thread) ---------------------------------------------------
-    def _on_bus(self, kind, t, arg):
+    def _on_bus(self, kind, arg):
         if kind == "ready":
             self._ready = True
             self._boot_ready.set()
         elif kind == "wdt":
-            fed = time.monotonic() if self.speed is None else t
+            fed = time.monotonic() if self.speed is None else self.clock.now()
             if not arg:
                 if self._wdt:
                     self._wdt[1] = fed
@@ -359,8 +377,6 @@ class VirtualGen0:
             self._wdt = [arg, fed]
         elif kind in ("reset", "soft_reset"):
             self._request = kind
-        else:
-            return  # 'time', 'exit': the bus keeps the VM's latest clock
         self._wake()
 
     def _wake(self):
@@ -430,6 +446,7 @@ class VirtualGen0:
             if events.get(self._vm_master, 0) & select.POLLIN:
                 self._read_vm(now)
             self._out += self._console.flush(now)
+            self._pace(now)
             self._pump(now, connected)
             if self._proc and (pidfd in events if pidfd is not None else self._proc.poll() is not None):
                 self._vm_ended(now)
@@ -442,10 +459,16 @@ class VirtualGen0:
                 last_drops, last_drop_log = self._uart.rx_dropped, now
 
     def _timeout(self, now, connected):
-        if self._out and self._uart.tx_room():
+        if self._out and self._uart.tx_room() and self._tx_resume is None:
             return 0
         due = self._uart.next_due(now)
         waits = [due if not due else max(due, BATCH_S)]
+        if self._tx_resume is not None:
+            waits.append(max(0.0, self._tx_resume - now))
+        if self._pace_until is not None:
+            waits.append(max(0.0, self._pace_until - now))
+        elif self._ready and self.clock.paces:
+            waits.append(max(0.0, self._next_pace_check - now))
         if self._console.hold:
             waits.append(HOLD_S)
         if not connected:
@@ -468,13 +491,29 @@ class VirtualGen0:
             return
         self._out += self._console.feed(data, now)
 
+    def _pace(self, now):
+        """Stop a VM that runs ahead of the board's clock without making calls (the clock says how long)."""
+        if self._pace_until is not None and now >= self._pace_until:
+            self._pace_until = None
+        if self._pace_until is None and self._ready and now >= self._next_pace_check:
+            self._next_pace_check = now + PACE_CHECK_S
+            stop = self.clock.throttle()
+            if stop > 0:
+                self._pace_until = now + stop
+                self.pace_stops += 1
+
     def _pump(self, now, connected):
-        """Move bytes along both lines at the UART's pace; block the VM while its FIFO is full."""
+        """Move bytes along both lines at the UART's pace; block the VM while it waits on its TX FIFO.
+
+        The ESP32's stdout writer puts what fits into the 128-byte FIFO and, while bytes remain,
+        sleeps until the next FreeRTOS tick (10 ms grid) before it tries again."""
         uart = self._uart
-        room = uart.tx_room()
-        if room and self._out:
-            uart.device_sent(bytes(self._out[:room]), now)
-            del self._out[:room]
+        if self._out and (self._tx_resume is None or now >= self._tx_resume):
+            room = len(self._out) if uart.rate is None else uart.tx_room()
+            if room:
+                uart.device_sent(bytes(self._out[:room]), now)
+                del self._out[:room]
+            self._tx_resume = self._next_rtos_tick(now) if self._out else None
         sent = uart.tx_due(now)
         if sent:
             uart.tx_lost += self._user.write(sent) if connected else len(sent)
@@ -488,14 +527,20 @@ class VirtualGen0:
                     self._ctrl_c_interrupts(not self._sigint_would_kill())
                 if kept:
                     os.write(self._vm_master, kept)
-        blocked = bool(self._out) or (not uart.tx_room() and inq(self._vm_master) > 0)
+        tx_blocked = self._tx_resume is not None or (not uart.tx_room() and inq(self._vm_master) > 0)
+        blocked = tx_blocked or self._pace_until is not None
         if blocked != self._stopped and self._proc and self._proc.returncode is None:
             try:
                 os.kill(self._proc.pid, signal.SIGSTOP if blocked else signal.SIGCONT)
                 self._stopped = blocked
-                self.tx_stalls += blocked
+                self.tx_stalls += blocked and tx_blocked
             except ProcessLookupError:
                 pass
+
+    def _next_rtos_tick(self, now):
+        """The next FreeRTOS tick after `now` (virtual clock: the grid runs at --speed)."""
+        tick = RTOS_TICK_S / (self.speed or 1)
+        return self._rtos0 + (int((now - self._rtos0) / tick) + 1) * tick
 
     def _sigint_would_kill(self):
         """Code runs with Ctrl-C disabled (micropython.kbd_intr(-1))? The unix VM then leaves SIGINT
@@ -561,7 +606,7 @@ class VirtualGen0:
         bus = self._bus
         if bus.thread:
             bus.thread.join(2)
-        self._vm_t = max(self._vm_t, getattr(bus, "last_t", 0))
+        self.clock.detach()
         self._bus_ops += bus.ops
         bus.close()
         self._bus = None
@@ -571,10 +616,7 @@ class VirtualGen0:
 
     def _hard_reset(self, cause, why):
         self.hard_resets += 1
-        if self.speed is None:
-            self._rtc_us += time.monotonic_ns() // 1000 - self._host_t0
-        else:
-            self._rtc_us += self._vm_t
+        self._rtc_us += int(self.clock.now())
         self._wdt = None
         self.log(f"hard reset ({why})")
         self._power_on(cause)
@@ -585,11 +627,10 @@ class VirtualGen0:
         timeout_ms, fed = self._wdt
         if self.speed is None:
             return time.monotonic() - fed > timeout_ms / 1000
-        last = self._bus.last_t if self._bus else fed
-        return last - fed > timeout_ms * 1000
+        return self.clock.now() - fed > timeout_ms * 1000
 
     def _wdt_reset(self, now):
-        ms = (time.monotonic_ns() // 1000 - self._host_t0 if self.speed is None else self._bus.last_t) // 1000
+        ms = int(self.clock.now()) // 1000
         self._out += (b"E (%d) task_wdt: Task watchdog got triggered. The following tasks did not reset the watchdog in time:\r\n"
                       b"E (%d) task_wdt:  - mp_task (CPU 1)\r\n\r\nRebooting...\r\n") % (ms, ms)
         self._request = "wdt"

@@ -5,9 +5,11 @@ Installs the shims as `machine`/`time` before anything can import the built-ins 
 mounts the flash directory at / (so '/robot.json', '/lib' and mpremote's paths
 stay on the board), runs boot.py, then main.py unless this boot goes to the raw
 REPL, and leaves the VM's own REPL to the user with a namespace as bare as an
-ESP32's. Arguments (from host/sim/vm.py): bus read fd, bus write fd, 'friendly'
-or 'raw', reset cause, 'real' or 'virtual', clock start, speed*1000, RTC µs,
-unique id (hex), PWM cost µs, WDT running (0/1).
+ESP32's. Before it says it is ready, it makes a burst of each kind of bus call
+flagged as calibration: the supervisor measures what the emulation itself costs
+per call and does not bill it as ESP32 time (host/sim/clock.py). Arguments (from
+host/sim/vm.py): bus read fd, bus write fd, 'friendly' or 'raw', reset cause,
+RTC µs, unique id (hex), CPU MHz, calibrate (0/1).
 """
 
 
@@ -79,19 +81,54 @@ class EspModule:
         return getattr(self._real, name)
 
 
+CALIBRATION_CALLS = 48  # per kind of call
+
+
+def _calibrate(bus, machine, time):
+    """Bursts of the calls the firmware makes, through the same code, answered without touching the board."""
+    bus.cal = bus.CAL
+    try:
+        pin = machine.Pin(4)
+        adc = machine.ADC(machine.Pin(39))
+        i2c = machine.I2C(0)
+        pwm = machine.PWM(machine.Pin(4), freq=50, duty_ns=1000000)
+        buf = bytearray(14)
+        for i in range(CALIBRATION_CALLS):
+            time.ticks_us()
+        for i in range(CALIBRATION_CALLS):
+            time.sleep_us(0)
+        for i in range(CALIBRATION_CALLS):
+            adc.read_u16()
+        for i in range(CALIBRATION_CALLS):
+            i2c.readfrom_mem_into(0x68, 0x3B, buf)
+        for i in range(CALIBRATION_CALLS):
+            pwm.duty_ns(1000000 + i)
+        for i in range(CALIBRATION_CALLS):
+            pin.value()
+    finally:
+        bus.cal = 0
+    bus.send(bus.CAL_DONE)
+
+
 def _boot():
     import gc
     import os
     import sys
 
+    import gen0bus as bus
     import vtime
     import machine
 
     from collections import namedtuple
 
     me = sys.argv[0]
-    rfd, wfd, mode, cause, clock, start, speed, rtc, uid, pwm_cost, wdt = sys.argv[1:]
+    rfd, wfd, mode, cause, rtc, uid, mhz, calibrate = sys.argv[1:]
     sys.argv.clear()
+    bus.init(int(rfd), int(wfd))
+    vtime.init(int(rtc), int(mhz))
+    machine._init(bytes.fromhex(uid), int(cause), int(mhz))
+    if calibrate == "1":
+        _calibrate(bus, machine, vtime)
     sys.modules["time"] = sys.modules["utime"] = sys.modules.pop("vtime")
     sys.modules["umachine"] = machine
     impl = sys.implementation
@@ -104,14 +141,25 @@ def _boot():
         impl.name, impl.version, board, impl._mpy, "ESP32_GENERIC")
     sys.modules["os"] = sys.modules["uos"] = EspModule(os, {"uname": lambda: uname})
     sys.modules["sys"] = sys.modules["usys"] = EspModule(sys, {
-        "platform": "esp32", "implementation": esp_impl, "version": "3.4.0; MicroPython v%s on %s" % (release, built)})
-    vtime.init(clock == "virtual", int(start), int(speed), int(rtc))
+        "platform": "esp32", "implementation": esp_impl, "version": "3.4.0; MicroPython v%s on %s" % (release, built),
+        "stdin": bus.Stdio(sys.stdin, sys.stdin.buffer), "stdout": bus.Stdio(sys.stdout, sys.stdout.buffer)})
+    import select
+
+    sys.modules["select"] = sys.modules["uselect"] = EspModule(select, {"poll": lambda: bus.Stdio(select.poll())})
+
+    def collect():  # the supervisor bills the collector's CPU at the ESP32's GC factor
+        bus.call(bus.GC, 0, 0, 1, 0)
+        try:
+            gc.collect()
+        finally:
+            bus.call(bus.GC, 0, 0, 0, 0)
+
+    sys.modules["gc"] = EspModule(gc, {"collect": collect})
     flash = os.getcwd()
     os.umount("/")
     os.mount(FlashVfs(os.VfsPosix(flash)), "/")
     sys.path[:] = ["", ".frozen", "/lib"]
-    machine._init(int(rfd), int(wfd), bytes.fromhex(uid), int(cause), int(pwm_cost), wdt == "1")
-    sys.atexit(machine._exiting)
+    bus.send(bus.READY)
 
     def run(name):
         """execfile like pyexec_file: False if it raised; SystemExit soft-resets, as on the ESP32."""
@@ -142,4 +190,4 @@ def _boot():
 
 
 _boot()
-del _boot, FlashVfs, EspModule, __file__
+del _boot, _calibrate, CALIBRATION_CALLS, FlashVfs, EspModule, __file__
