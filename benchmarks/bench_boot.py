@@ -20,7 +20,7 @@ and for each:
 The robot description is hardware/gen0.json with xfer_max_bytes raised to 1 MiB so that the
 probe can ask for any size; nothing else in the boot depends on it.
 
-Usage: python benchmarks/bench_boot.py [--resets N] [--json] [--seed N]
+Usage: python benchmarks/bench_boot.py [--resets N] [--firmware DIR] [--json] [--seed N]
 """
 
 import argparse
@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import host.firmware_files  # noqa: E402
 from host.firmware_files import ROBOT_FILE, firmware_files  # noqa: E402
 from host.flash.firmware import flash_firmware  # noqa: E402
 from host.flash.mpy import cross_version  # noqa: E402
@@ -55,7 +56,7 @@ def robot_file(tmp):
 
 
 def footprint(flash_dir, names):
-    sizes = [(flash_dir / n).stat().st_size for n in names]
+    sizes = [(flash_dir / n).stat().st_size for n in names if (flash_dir / n).exists()]
     return {"files": len(sizes), "bytes": sum(sizes), "blocks_4k": sum(-(-s // BLOCK) for s in sizes)}
 
 
@@ -112,11 +113,11 @@ def largest_block(link, limit):
 
 
 def measure(sim, fmt, robot, resets, say):
+    names = [n if fmt == "py" or not n.endswith(".py") or n in ("boot.py", "main.py") else n[:-3] + ".mpy"
+             for _, n in firmware_files(robot)]
     t0 = time.monotonic()
     hello = flash_firmware(sim.port, robot=robot, mpy=fmt == "mpy", say=lambda msg: None)
     flash_s = time.monotonic() - t0
-    names = [n if fmt == "py" or not n.endswith(".py") or n in ("boot.py", "main.py") else n[:-3] + ".mpy"
-             for _, n in firmware_files(robot)]
     row = {"format": fmt, "flash": footprint(sim.flash_dir, names), "flash_s": round(flash_s, 1)}
     boards, walls, frees, blocks = [], [], [], []
     with BootLink(sim.port) as link:
@@ -143,7 +144,8 @@ def measure(sim, fmt, robot, resets, say):
 
 
 def table(rows, env):
-    out = [f"virtual Gen0: MicroPython {env['micropython']}, cpu {env['cpu']}, mpy-cross emits v{env['mpy_cross']}, "
+    out = [f"firmware {env['firmware']}",
+           f"virtual Gen0: MicroPython {env['micropython']}, cpu {env['cpu']}, mpy-cross emits v{env['mpy_cross']}, "
            f"{env['resets']} resets per format",
            f"{'format':<7}{'boot board ms':>15}{'(median)':>10}{'boot wall s':>13}{'mem_free':>10}{'largest':>9}"
            f"{'flash B':>9}{'blocks':>8}{'host flash s':>14}"]
@@ -161,8 +163,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--resets", type=int, default=5, help="resets measured per format (default 5)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--firmware", metavar="DIR", help="flash the firmware in DIR (e.g. another commit's, from git "
+                                                      "archive) instead of this checkout's firmware/")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args(argv)
+    if args.firmware:
+        if not (Path(args.firmware) / "main.py").exists():
+            raise SystemExit(f"bench_boot: --firmware {args.firmware}: no main.py there")
+        host.firmware_files.FIRMWARE_DIR = Path(args.firmware).resolve()
     say = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     rows = []
     with tempfile.TemporaryDirectory() as tmp, VirtualGen0(seed=args.seed) as sim:
@@ -172,7 +180,8 @@ def main(argv=None):
         for fmt in ("py", "mpy"):
             say(f"flashing as .{fmt} ...")
             rows.append(measure(sim, fmt, robot, args.resets, say))
-        env = {"micropython": ".".join(map(str, sim.version)), "cpu": sim.cpu.describe(),
+        env = {"firmware": str(host.firmware_files.FIRMWARE_DIR),
+               "micropython": ".".join(map(str, sim.version)), "cpu": sim.cpu.describe(),
                "mpy_cross": "%d.%d" % cross_version(), "resets": args.resets}
     if args.json:
         print(json.dumps({"env": env, "rows": rows}, indent=1))

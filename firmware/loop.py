@@ -283,7 +283,7 @@ class Gen0:
             if us is not None and servos[j].write(us) != us:
                 self.latched |= T.F_CLAMPED
         marks[3] = now = time.ticks_us()
-        self.ticks += 1
+        self.ticks = self.ticks + 1 if self.ticks < _MASK else 0  # counters wrap at 2**30: small ints on an ESP32
         every = self.telemetry_every
         if every:
             self.since_frame += 1
@@ -316,7 +316,8 @@ class Gen0:
             buf[n] = one[0]
             n += 1
         if n:
-            self.rx_bytes += n
+            r = self.rx_bytes - (_MASK - n) - 1
+            self.rx_bytes = r if r >= 0 else r + _MASK + 1
             self.commands.feed(buf, n)
 
     # -- the loop ------------------------------------------------------------
@@ -348,7 +349,7 @@ class Gen0:
             deadline = ticks_add(deadline, self.period_us)
             late = ticks_diff(end, deadline)
             if late > 0:
-                self.overruns += 1
+                self.overruns = self.overruns + 1 if self.overruns < _MASK else 0
                 if late > RESYNC_US:
                     deadline = end
             n += 1

@@ -12,6 +12,11 @@ import binascii
 import json
 import struct
 
+try:
+    import emit
+except ImportError:  # CPython: the package polyniod_firmware
+    from . import emit
+
 MAGIC = b"PMLP"
 VERSION = 1
 HEADER = "<4sHBBII"  # magic, version, n_layers, reserved (0), size, model_id
@@ -86,28 +91,19 @@ def _indented(text, spaces):
     return "\n".join(" " * spaces + line for line in text.strip().split("\n"))
 
 
-def _compile(source, name, namespace):
-    exec(source, namespace)
-    return namespace[name]
-
-
 def _same(buf):
     return buf
 
 
-requantize = _compile("def requantize(acc, m, t, zp, qmin, qmax):\n" + _indented(REQUANTIZE, 4) + "\n    return q\n",
+requantize = emit.build("def requantize(acc, m, t, zp, qmin, qmax):\n" + _indented(REQUANTIZE, 4) + "\n    return q\n",
                       "requantize", {})
 _KERNEL_SOURCE = KERNEL.replace("REQUANTIZE", _indented(REQUANTIZE, 8))
-plain_layer = _compile(_KERNEL_SOURCE, "layer", {"ptr8": _same, "ptr16": _same})
+plain_layer = emit.build(_KERNEL_SOURCE, "layer", {"ptr8": _same, "ptr16": _same})
 
 
 def compile_kernel(decorator="@micropython.viper"):
     """The layer kernel under a code emitter, or None where this build has none."""
-    try:
-        import micropython  # noqa: F401 (CPython has no emitters)
-        return _compile(decorator + "\n" + _KERNEL_SOURCE, "layer", {})
-    except (ImportError, SyntaxError):  # a build without native emitters rejects the decorator
-        return None
+    return emit.under(decorator, _KERNEL_SOURCE, "layer")
 
 
 viper_layer = compile_kernel()

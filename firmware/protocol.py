@@ -3,12 +3,17 @@
 Device -> host: binary frames, byte-stuffed between FLAGs, CRC-checked. Host -> device:
 printable text lines that never contain the REPL's control bytes. Spec: PROTOCOL.md.
 """
+import array
 import binascii
 import struct
 
 try:
     from micropython import const
+
+    import emit
 except ImportError:  # CPython
+    from . import emit
+
     def const(x):
         return x
 
@@ -65,6 +70,7 @@ MAX_FRAME = const(4096)  # bytes of header + payload + crc, before stuffing
 MAX_LINE = const(200)  # bytes of a command line including its newline (ESP32 stdin ring: 260)
 CHUNK = const(96)  # raw bytes per chunk line (128 base64 characters)
 TICKS_PERIOD = const(1 << 30)  # time.ticks_us() wraps here on the ESP32
+_COUNT_MASK = const(0x3FFFFFFF)  # the reader's counters wrap at 2**30: small ints on the ESP32
 
 HEADER_SIZE = const(7)  # byte0 (version << 4 | type), seq u16 LE, t_us u32 LE
 OVERHEAD = const(11)  # header + crc32
@@ -141,6 +147,30 @@ def _write_stuffed(out, data):
         at = stop + 1
 
 
+# The frame CRC without a big int: binascii.crc32 returns up to 2**32, which an ESP32 (31-bit
+# small ints) allocates for every frame. Under viper the CRC register is a machine word and the
+# four CRC bytes go straight after the body. Elsewhere (CPython, a build without viper) binascii.
+CRC_KERNEL = """
+def crc_into(buf, n: int, table):
+    b = ptr8(buf)
+    t = ptr32(table)
+    c = -1
+    i = 0
+    while i < n:
+        c = t[(c ^ b[i]) & 0xFF] ^ ((c >> 8) & 0xFFFFFF)
+        i += 1
+    c = ~c
+    b[n] = c & 0xFF
+    b[n + 1] = (c >> 8) & 0xFF
+    b[n + 2] = (c >> 16) & 0xFF
+    b[n + 3] = (c >> 24) & 0xFF
+"""
+_crc_into = emit.under("@micropython.viper", CRC_KERNEL, "crc_into")
+_CRC_TABLE = array.array("I", bytes(1024 if _crc_into else 0))
+for _k in range(len(_CRC_TABLE)):  # the CRC register after byte k from 0 (binascii.crc32 inverts it in and out)
+    _CRC_TABLE[_k] = binascii.crc32(bytes((_k,)), 0xFFFFFFFF) ^ 0xFFFFFFFF
+
+
 class FrameWriter:
     """Builds frames into preallocated buffers so the device's telemetry tick allocates nothing.
 
@@ -193,7 +223,10 @@ class FrameWriter:
             self._whole = self._raw_mv[:m + 4]
         raw = self.raw
         struct.pack_into(_HEADER, raw, 0, _V4 | (ftype & 15), seq & 0xFFFF, t_us & _TICKS_MASK)
-        struct.pack_into("<I", raw, m, binascii.crc32(self._body))
+        if _crc_into:
+            _crc_into(raw, m, _CRC_TABLE)
+        else:
+            struct.pack_into("<I", raw, m, binascii.crc32(self._body))
         m += 4
         buf = self.buf
         self._buf_mv[1:1 + m] = self._whole  # right whenever nothing needs escaping
@@ -498,18 +531,18 @@ class CommandReader:
         return () if got is None else tuple(got)
 
     def _finish(self, raw, over):
-        self.lines += 1
+        self.lines = self.lines + 1 if self.lines < _COUNT_MASK else 0
         if over:
-            self.overflows += 1
+            self.overflows = self.overflows + 1 if self.overflows < _COUNT_MASK else 0
             return _leading_seq(raw), None, E_TOO_BIG
         sp = raw.rfind(b" ")
         if sp < 0 or min(raw) < 0x20 or max(raw) > 0x7E or ("%08x" % binascii.crc32(raw[:sp])).encode() != raw[sp + 1:]:
-            self.crc_errors += 1
+            self.crc_errors = self.crc_errors + 1 if self.crc_errors < _COUNT_MASK else 0
             return _leading_seq(raw), None, E_CRC
         tokens = raw[:sp].split(b" ")
         seq = _parse_seq(tokens[0])
         if not seq or len(tokens) < 2 or not _is_name(tokens[1]) or b"" in tokens:
-            self.syntax_errors += 1
+            self.syntax_errors = self.syntax_errors + 1 if self.syntax_errors < _COUNT_MASK else 0
             return seq, None, E_SYNTAX
         return seq, tokens[1].decode(), [t.decode() for t in tokens[2:]]
 

@@ -74,7 +74,7 @@ class Port:
         """Frame the n payload bytes already in writer's payload view and queue it (allocation-free)."""
         size = writer.pack(ftype, self.seq, t_us, None, n)
         self.seq = (self.seq + 1) & 0xFFFF
-        self.frames += 1
+        self.frames = self.frames + 1 if self.frames < 0x3FFFFFFF else 0
         if not self.us_per_byte:
             self.out.write(writer.buf, size)
             return
@@ -145,7 +145,7 @@ class Port:
         self.flush()
         P.write_frame(self.out, P.T_HELLO, self.seq, time.ticks_us(), json.dumps(info))
         self.seq = (self.seq + 1) & 0xFFFF
-        self.frames += 1
+        self.frames = self.frames + 1 if self.frames < 0x3FFFFFFF else 0
         self.fifo_t = time.ticks_us()
 
 

@@ -2,13 +2,15 @@
 and the virtual Gen0's (x64), the viper kernel included; `host flash` installs .mpy by default and
 the firmware boots from them with the viper kernel in use.
 
-mlp.py compiles its layer kernel at import from source text (exec under `@micropython.viper`),
-so no .mpy of the firmware carries native code today; the kernel is compiled here on its own for
-each target so that viper code the Xtensa emitter refuses fails in CI, not on the first board.
+The firmware compiles its viper kernels (mlp's layer, protocol's CRC, ...) at import from source
+text (emit.under), so no .mpy of the firmware carries native code today; each kernel is compiled
+here on its own for each target, so that viper code the Xtensa emitter refuses fails in CI, not
+on the first board.
 """
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,10 +44,64 @@ def compile_or_fail(src, dest, arch, name=None):
         pytest.fail(str(e), pytrace=False)
 
 
-def kernel_source():
-    from polyniod_firmware import mlp
+# The firmware compiles its viper kernels on the board (emit.under: decorator + source text, exec'd
+# at import). Import every module under CPython with emit.under recording what it is asked to
+# compile: (module, function name, decorator, source).
+RECORD_KERNELS = """
+import importlib, json, sys
+sys.modules.pop("micropython", None)
+from polyniod_firmware import emit
+real, seen = emit.under, []
+def under(decorator, source, name, namespace=None):
+    seen.append([sys._getframe(1).f_globals.get("__name__", "?"), name, decorator, source])
+    return real(decorator, source, name, namespace)
+emit.under = under
+imported = []
+for m in sys.argv[1:]:
+    try:
+        importlib.import_module("polyniod_firmware." + m)
+        imported.append(m)
+    except ImportError:
+        pass  # board-only (machine, ...)
+print(json.dumps({"kernels": seen, "imported": imported}))
+"""
 
-    return "import micropython\n@micropython.viper\n" + mlp._KERNEL_SOURCE
+
+def firmware_kernels():
+    """[(module, name, decorator, source)] of every kernel the firmware compiles on the board."""
+    import json
+
+    if not (FIRMWARE_DIR / "emit.py").exists():  # before emit.py: mlp's kernel only
+        from polyniod_firmware import mlp
+
+        return [("polyniod_firmware.mlp", "layer", "@micropython.viper", mlp._KERNEL_SOURCE)]
+    names = [p.stem for p in SOURCES if p.stem not in ("boot", "main")]
+    proc = subprocess.run([sys.executable, "-c", RECORD_KERNELS, *names], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).parent)  # a folder with no emit.py: `import emit` in mlp fails over to the package
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    users = {p.stem for p in SOURCES if p.stem != "emit" and "emit.under(" in p.read_text()}
+    missed = users - set(got["imported"])
+    assert not missed, f"{sorted(missed)} compile kernels but do not import under CPython: their kernels go unchecked"
+    return [tuple(k) for k in got["kernels"]]
+
+
+KERNELS = firmware_kernels()
+
+
+def kernel_file(tmp_path, kernel):
+    module, name, decorator, source = kernel
+    path = tmp_path / f"{module.rsplit('.', 1)[-1]}_{name}.py"
+    path.write_text("import micropython\n" + decorator + "\n" + source)
+    return path
+
+
+def kernel_source():
+    """mlp's layer kernel as the board compiles it (a module with native code)."""
+    layer = [k for k in KERNELS if k[0].endswith("mlp") and k[1] == "layer"]
+    assert layer, KERNELS
+    _, _, decorator, source = layer[0]
+    return "import micropython\n" + decorator + "\n" + source
 
 
 def test_firmware_modules_are_found():
@@ -59,12 +115,17 @@ def test_every_firmware_module_compiles(src, arch, tmp_path):
     assert out.read_bytes()[:2] == b"M\x06"
 
 
+def test_the_firmware_kernels_are_found():
+    assert ("polyniod_firmware.mlp", "layer") in [(k[0], k[1]) for k in KERNELS]
+    assert all(k[2].startswith("@micropython.") for k in KERNELS)
+
+
 @pytest.mark.parametrize("arch", TARGETS)
-def test_viper_kernel_compiles_to_native_code(arch, tmp_path):
-    """mlp's layer kernel, as the board compiles it at import, through this target's viper emitter."""
-    src = tmp_path / "mlp_kernel.py"
-    src.write_text(kernel_source())
-    out = compile_or_fail(src, tmp_path / "mlp_kernel.mpy", arch)
+@pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: f"{k[0].rsplit('.', 1)[-1]}.{k[1]}")
+def test_every_kernel_compiles_to_native_code(kernel, arch, tmp_path):
+    """Each kernel the board compiles at import, through this target's emitter (viper/native)."""
+    src = kernel_file(tmp_path, kernel)
+    out = compile_or_fail(src, src.with_suffix(".mpy"), arch)
     assert mpy.native_header(out) == (mpy.ARCHS.index(arch), mpy.cross_version()[1])  # native code for this CPU
 
 

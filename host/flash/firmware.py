@@ -23,8 +23,8 @@ def flash_firmware(port, robot=None, mpy=True, reset=True, say=print):
 
     mpy: modules compiled by mpy-cross for the board's .mpy version and CPU (host/flash/mpy.py);
     False installs the source. .mpy is the default: measured with benchmarks/bench_boot.py on the
-    virtual Gen0 at an ESP32's pace, it boots ~3.5x sooner, leaves the largest free RAM block
-    twice as large (deploys need the blob in one piece) and takes 40% of the flash."""
+    virtual Gen0 at an ESP32's pace, it boots ~3x sooner, leaves the largest free RAM block
+    over twice as large (deploys need the blob in one piece) and takes 40% of the flash."""
     open_port(port).close()  # clear errors for missing / busy / foreign ports before mpremote runs
     name, version, mpy_field, machine = board_info(port)
     if name != "micropython":

@@ -4,11 +4,14 @@ Two pipes per VM, inherited by the child as plain fds (the unix VM opens them
 with open(fd)). Binary and small because the firmware makes thousands of
 calls a second:
 
-    request  <BBHHxxIii  op, a, n, seq, work_us, x, y        + n payload bytes (one write)
+    request  <BBHHHIIii  op, a, n, seq, reads, work_us, shown_us, x, y   + n payload bytes (one write)
     reply    <HHiIq      seq, k, value, wait_us, board_us    + k data bytes, padded to REPLY_SIZE
 
-Every call the firmware can time is a round trip. work_us is the VM's own
-measure of how long it worked since its previous call returned; the clock
+Every pin call is a round trip, and so is a clock read unless the VM could
+answer it (gen0bus.clock: `reads` of them since the last call, the latest
+`shown_us` past that call's end; the clock never falls behind what the VM
+showed). work_us is the VM's own measure of how long it worked since its
+previous call returned; the clock
 (host/sim/clock.py) bills it, bounded by the VM's CPU time from the kernel
 (exact here: the VM is blocked on the reply), plus the call's modeled duration,
 on the board's clock. value < 0 is -errno; wait_us
@@ -18,7 +21,7 @@ bytes written at once, so the VM reads each whole with one readinto; more data
 than fits goes in several replies with the same seq. A Ctrl-C in the VM can
 abandon a call at any point; the seq lets it skip the late reply. Op | CAL is a
 calibration call: answered at once with zeros, the board untouched. One-way
-(seq 0, no reply): WDT, READY, CAL_DONE; RESET/SOFT_RESET are never answered
+(seq 0, no reply): WDT, READY; RESET/SOFT_RESET are never answered
 (the VM is replaced). One thread serves each VM until its end of the pipe
 closes; resets and WDT events go to the supervisor through `events`.
 
@@ -38,9 +41,9 @@ closes; resets and WDT events go to the supervisor through `events`.
 | 12 | CLOCK      | (time.ticks_us() and friends)                                    | board_us   |
 | 13 | READY      | (the VM is up: shims installed)                                  | one-way    |
 | 14 | SLEEP      |                |                | µs          |                    | wait = the sleep |
-| 15 | FREQ       |                |                | MHz         |                    | -          |
+| 15 | FREQ       |                |                | MHz         |                    | value = the factor x 1024 |
 | 16 | GC         |                |                | 1 = gc.collect() starts, 0 = ends |   | -          |
-| 17 | CAL_DONE   | (the calibration burst is over)                                  | one-way    |
+| 17 | CAL_DONE   |                |                | cold µs x100 | cold ratio x100   | value = a clock call's shim µs x100 |
 """
 
 import errno
@@ -49,7 +52,7 @@ import struct
 import sys
 import threading
 
-REQUEST = struct.Struct("<BBHHxxIii")
+REQUEST = struct.Struct("<BBHHHIIii")
 REPLY = struct.Struct("<HHiIq")
 REPLY_SIZE = 64
 REPLY_DATA = REPLY_SIZE - REPLY.size
@@ -58,7 +61,7 @@ OPS = {name: code for code, name in enumerate(
 (PWM, PIN_W, PIN_R, ADC, I2C_INIT, I2C_W, I2C_R, I2C_SCAN, RESET, SOFT_RESET, WDT, CLOCK, READY, SLEEP, FREQ, GC,
  CAL_DONE) = OPS.values()
 CAL = 0x40
-ONE_WAY = (RESET, SOFT_RESET, WDT, READY, CAL_DONE)
+ONE_WAY = (RESET, SOFT_RESET, WDT, READY)
 EVENTS = {RESET: "reset", SOFT_RESET: "soft_reset", WDT: "wdt", READY: "ready"}
 DATA_BYTES = {I2C_SCAN: 16}  # reply data of a call that failed in the board (I2C_R: y bytes)
 UNWIRED = 0x80
@@ -113,13 +116,14 @@ class Bus:
                 head = requests.read(REQUEST.size)
                 if len(head) < REQUEST.size:
                     return
-                op, a, n, seq, work, x, y = REQUEST.unpack(head)
+                op, a, n, seq, reads, work, shown, x, y = REQUEST.unpack(head)
                 payload = requests.read(n) if n else b""
                 self.ops += 1
                 if op in ONE_WAY:
                     self.event(op, x)
                     continue
                 try:
+                    self.clock.local_reads(reads, shown, self.board.cost_us("clock"))
                     reply = self.answer(op, work, a, x, y, payload)
                 except Exception as e:  # a board bug must not leave the VM waiting forever
                     print(f"host sim: bus op {op} failed: {e!r}", file=sys.stderr)
@@ -134,17 +138,18 @@ class Bus:
         """A one-way message: the supervisor's business (or the clock's)."""
         if op == READY:
             self.clock.ready()
-        elif op == CAL_DONE:
-            self.clock.calibrated()
-            return
         self.events(EVENTS[op], x)
 
     def answer(self, op, work, a, x, y, payload):
         """A round trip after `work` µs of the VM's own work: (value, wait µs, board µs at its end, data)."""
         clock = self.clock
         if op & CAL:
-            clock.calibrate(op & ~CAL, work)
-            return 0, 0, clock.now(), bytes(y if op & ~CAL == I2C_R else DATA_BYTES.get(op & ~CAL, 0))
+            wait = x if op & ~CAL == SLEEP else 0  # a calibration sleep really waits: the VM times what follows
+            if not wait:
+                clock.calibrate(op & ~CAL, work)
+            return 0, wait, clock.now(), bytes(y if op & ~CAL == I2C_R else DATA_BYTES.get(op & ~CAL, 0))
+        if op == CAL_DONE:
+            return round(clock.calibrated(x / 100 if x else None, y / 100 if y else None) * 100), 0, clock.now(), b""
         if op == CLOCK:
             _, end, wait = clock.call(op, work, self.board.cost_us("clock"))
             return 0, wait, end, b""
@@ -153,7 +158,7 @@ class Bus:
             return 0, wait, end, b""
         if op == FREQ:
             _, end, wait = clock.set_freq(op, work, x)
-            return 0, wait, end, b""
+            return clock.factor_q(), wait, end, b""
         if op == GC:
             _, end, wait = clock.gc(op, work, x == 1)
             return 0, wait, end, b""

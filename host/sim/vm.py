@@ -338,8 +338,12 @@ class VirtualGen0:
         self._bus = Bus(self.board, self.imu_pins, self.clock, self._on_bus)
         rfd, wfd = self._bus.child_fds()
         heap = (self.heap_kb * HEAP_SCALE + SHIM_KB) * 1024
+        calibrate = "0" if not self.cpu.factor else "1" if self.clock.cold else "2"  # 2: the cold run too (first boot)
+        cold_us, cold_ratio = self.clock.cold or (0.0, 1.0)
         args = [self.exe, "-X", f"heapsize={heap}", "-i", str(BOOTSTRAP), str(rfd), str(wfd), mode, str(self._cause),
-                str(self._rtc_us), self.board.unique_id.hex(), str(self.clock.mhz), "1" if self.cpu.factor else "0"]
+                str(self._rtc_us), self.board.unique_id.hex(), str(self.clock.mhz), calibrate,
+                str(self.clock.factor_q()), str(round(self.board.cost_us("clock") * 1024)),
+                str(round(cold_us * 100)), str(round(cold_ratio * 100))]
         termios.tcsetattr(self._vm_slave, termios.TCSANOW, self._vm_attrs)  # a killed VM may have left it raw
         slave = self._vm_slave
 

@@ -9,7 +9,8 @@ ESP32's. Before it says it is ready, it makes a burst of each kind of bus call
 flagged as calibration: the supervisor measures what the emulation itself costs
 per call and does not bill it as ESP32 time (host/sim/clock.py). Arguments (from
 host/sim/vm.py): bus read fd, bus write fd, 'friendly' or 'raw', reset cause,
-RTC µs, unique id (hex), CPU MHz, calibrate (0/1).
+RTC µs, unique id (hex), CPU MHz, calibrate (0/1), the CPU model's factor and a
+ticks_us call's cost (board µs x 1024, for clock reads answered in the VM).
 """
 
 
@@ -82,12 +83,84 @@ class EspModule:
 
 
 CALIBRATION_CALLS = 48  # per kind of call
+COLD_RUNS = 24  # stretches timed after a tick-long sleep
+COLD_SLEEP_US = 3000
 
 
-def _calibrate(bus, machine, time):
-    """Bursts of the calls the firmware makes, through the same code, answered without touching the board."""
+class _Stretch:
+    """A firmware-like stretch of work between two calls (methods, attributes, arrays, struct, slices):
+    timed hot, back to back, and cold, after a sleep, to learn how much slower the VM runs code
+    whose caches the host took away meanwhile (an ESP32's code runs from SRAM and a flash cache it keeps)."""
+
+    def __init__(self, struct):
+        import array
+
+        self.pack_into = struct.pack_into
+        self.buf = bytearray(64)
+        self.view = memoryview(self.buf)[:40]
+        self.out = bytearray(256)
+        self.vals = array.array("i", [3, 1, 4, 1, 5, 9, 2, 6])
+        self.table = {"a": 1, "b": 2, "c": 3}
+        self.items = [[i, -i] for i in range(4)]
+        self.n = self.at = 0
+
+    def part(self, i):
+        return (self.vals[i & 7] * 3 + self.table.get("a", 0)) >> 1
+
+    def clamp(self, v, lo, hi):
+        return lo if v < lo else hi if v > hi else v
+
+    def frame(self, s):
+        self.pack_into("<HHhhB", self.buf, 0, s & 0xFFFF, self.n & 0xFFFF, -s, s, 7)
+        for j in range(4):
+            self.pack_into("<hh", self.buf, 10 + 4 * j, self.items[j][0], self.clamp(self.items[j][1], -2, 2))
+        b = self.buf
+        b[30] = b[1]
+        b[31] = b[0]
+        return 40
+
+    def run(self):
+        s = 0
+        for i in range(8):
+            s += self.part(i)
+        n = self.frame(s)
+        at = self.at
+        self.out[at:at + n] = self.view
+        self.at = 0 if at > 150 else at + n
+        self.n = self.n + 1 if self.buf.find(b"\x7e", 0, 40) < 0 and self.buf.find(b"\x7d", 0, 40) < 0 else 0
+        return s
+
+
+def _cold(bus, native, struct):
+    """(µs the VM loses to cold caches after a tick-long sleep, how many times slower it runs then) x 100."""
+    w = _Stretch(struct)
+    hot = 1 << 30
+    for batch in range(5):
+        t = native.ticks_us()
+        for i in range(16):
+            w.run()
+        hot = min(hot, native.ticks_diff(native.ticks_us(), t) * 100 // 16)
+    cold = []
+    for i in range(COLD_RUNS):
+        bus.call(bus.SLEEP, 0, 0, COLD_SLEEP_US, 0)  # a calibration sleep: really waited, the board's clock untouched
+        t = native.ticks_us()
+        w.run()
+        cold.append(native.ticks_diff(native.ticks_us(), t) * 100)
+    cold.sort()
+    c = cold[len(cold) // 2]
+    return max(0, c - hot), max(100, c * 100 // max(hot, 1))
+
+
+def _calibrate(bus, machine, time, cold):
+    """Bursts of the calls the firmware makes, through the same code, answered without touching the board;
+    and (cold) how the VM runs after a sleep. The supervisor keeps what it learns."""
     bus.cal = bus.CAL
+    penalty = ratio = 0
     try:
+        if cold:
+            import struct
+
+            penalty, ratio = _cold(bus, bus.time, struct)
         pin = machine.Pin(4)
         adc = machine.ADC(machine.Pin(39))
         i2c = machine.I2C(0)
@@ -107,7 +180,9 @@ def _calibrate(bus, machine, time):
             pin.value()
     finally:
         bus.cal = 0
-    bus.send(bus.CAL_DONE)
+    bus.set_shim(bus.call(bus.CAL_DONE, 0, 0, penalty, ratio))  # the supervisor says what a call's shim costs
+    if cold:
+        bus.set_cold(penalty, ratio)
 
 
 def _boot():
@@ -122,13 +197,14 @@ def _boot():
     from collections import namedtuple
 
     me = sys.argv[0]
-    rfd, wfd, mode, cause, rtc, uid, mhz, calibrate = sys.argv[1:]
+    rfd, wfd, mode, cause, rtc, uid, mhz, calibrate, factor_q, read_q, cold_us, cold_ratio = sys.argv[1:]
     sys.argv.clear()
-    bus.init(int(rfd), int(wfd))
+    bus.init(int(rfd), int(wfd), int(factor_q), int(read_q))
+    bus.set_cold(int(cold_us), int(cold_ratio))
     vtime.init(int(rtc), int(mhz))
     machine._init(bytes.fromhex(uid), int(cause), int(mhz))
-    if calibrate == "1":
-        _calibrate(bus, machine, vtime)
+    if calibrate != "0":
+        _calibrate(bus, machine, vtime, calibrate == "2")
     sys.modules["time"] = sys.modules["utime"] = sys.modules.pop("vtime")
     sys.modules["umachine"] = machine
     impl = sys.implementation
@@ -190,4 +266,4 @@ def _boot():
 
 
 _boot()
-del _boot, _calibrate, CALIBRATION_CALLS, FlashVfs, EspModule, __file__
+del _boot, _calibrate, _cold, _Stretch, CALIBRATION_CALLS, COLD_RUNS, COLD_SLEEP_US, FlashVfs, EspModule, __file__

@@ -418,7 +418,7 @@ def freq(hz=None):
         return _cpu_hz
     if hz not in (20000000, 40000000, 80000000, 160000000, 240000000):
         raise ValueError("frequency must be 20MHz, 40MHz, 80Mhz, 160MHz or 240MHz")
-    bus.call(bus.FREQ, 0, 0, hz // 1000000, 0)
+    bus.set_factor(bus.call(bus.FREQ, 0, 0, hz // 1000000, 0))
     _cpu_hz = hz
     vtime.cpu_mhz = hz // 1000000
 

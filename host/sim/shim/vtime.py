@@ -34,8 +34,7 @@ def init(rtc_us, mhz):
 @micropython.native
 def now():
     """µs since power-on, not wrapped: the board's clock."""
-    bus.call(bus.CLOCK, 0, 0, 0, 0)
-    return bus.board_us()
+    return bus.clock()
 
 
 @micropython.native
