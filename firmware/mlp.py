@@ -91,14 +91,10 @@ def _indented(text, spaces):
     return "\n".join(" " * spaces + line for line in text.strip().split("\n"))
 
 
-def _same(buf):
-    return buf
-
-
 requantize = emit.build("def requantize(acc, m, t, zp, qmin, qmax):\n" + _indented(REQUANTIZE, 4) + "\n    return q\n",
                       "requantize", {})
 _KERNEL_SOURCE = KERNEL.replace("REQUANTIZE", _indented(REQUANTIZE, 8))
-plain_layer = emit.build(_KERNEL_SOURCE, "layer", {"ptr8": _same, "ptr16": _same})
+plain_layer = emit.build(_KERNEL_SOURCE, "layer", {"ptr8": emit.same, "ptr16": emit.same})
 
 
 def compile_kernel(decorator="@micropython.viper"):

@@ -18,14 +18,9 @@ import gc
 import json
 import os
 
+import features
 import mlp
-
-# mlp compiles its kernel at import (exec of source text); collecting that garbage before the
-# modules imported next settle around it keeps the heap in larger pieces: measured on the virtual
-# Gen0, ~30 KB contiguous after boot instead of ~4 KB (a blob is one buffer; so is the hello).
-gc.collect()
-import features  # noqa: E402
-import telemetry  # noqa: E402
+import telemetry
 
 ACTIVE = "model.bin"
 PREVIOUS = "model.prev"

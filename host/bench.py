@@ -1,11 +1,17 @@
 """Bench: what the connected robot reaches, measured on it, as one table for a bug report.
 
-- loop: rate, busy_us and overruns from ~2 s of telemetry (monitor's Rates over the frames'
-  device time stamps; the loop rate is the frame rate times `telemetry_every`);
+- loop: rate achieved vs configured, busy_us and overruns from ~2 s of telemetry (monitor's Rates
+  over the frames' device time stamps; the loop rate is the frame rate times `telemetry_every`),
+  and where a tick's time goes: per stage mean/max µs over the same window (the firmware's
+  `stages`, asked before and after it: each call starts the figures again);
 - inference: µs per `infer_q` of the active model, timed on the board itself (`mtime`);
 - telemetry: bytes/s received against the link's baud/10;
 - transfer: `host deploy`'s acked-chunk path against bytes x 10 / baud: a hold trajectory into
   the `traj` slot (the active model untouched), or, given a model, the real deploy.
+
+Every µs is the board's clock: measured on a real board; on a virtual Gen0 an ESP32's time (the VM's
+work billed at the CPU model's factor) unless it runs at the VM's own speed (`host sim --cpu host`).
+The environment's `cpu` and `us` say which (monitor.board_clock, from the simulator's registry note).
 """
 
 import datetime
@@ -16,23 +22,23 @@ import numpy as np
 import serial
 
 from host import __version__
-from host.commands.monitor import Rates
+from host.commands.monitor import Rates, board_clock, read_stages
 from host.deploy import deploy, physical_seconds, send_trajectory
 from host.errors import DeviceError
+from host.flash.mpy import ARCHS, arch_index, board_mpy_version
 
 MTIME_N = 1000  # inferences asked per `mtime` (the board stops early past its time budget)
 MTIME_CALLS = 5  # the best of these is reported: other work on the board only ever adds time
 TRAJ_BYTES = 4096  # the hold trajectory sent to time the transfer path
-MPY_ARCHS = [None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp", "xtensa",
-             "xtensawin", "rv32imc", "rv64imc"]  # sys.implementation._mpy >> 10 (MicroPython docs, "MicroPython .mpy files")
 
 
 def environment(hello, port, baud):
-    """Who measured what where: firmware, board, MicroPython, host versions, port, date."""
+    """Who measured what where: firmware, board, CPU model (what its µs are), MicroPython, host versions, port, date."""
     robot = hello.get("robot") or {}
+    clock = board_clock(port)
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "port": port, "baud": baud,
+        "port": port, "baud": baud, "cpu": clock["cpu"], "us": clock["us"], "us_tag": clock["us_tag"],
         "firmware": hello.get("fw"), "protocol": hello.get("proto"), "board_id": hello.get("board_id"),
         "micropython": ".".join(str(v) for v in hello["micropython"]) if hello.get("micropython") else None,
         "mpy": mpy_text(hello.get("mpy")), "device_platform": hello.get("platform"),
@@ -46,16 +52,19 @@ def mpy_text(code):
     """sys.implementation._mpy as "6.3 xtensawin": the .mpy version and the native code it runs."""
     if not code:
         return None
-    arch = code >> 10
-    return f"{code & 0xFF}.{code >> 8 & 3}" + (f" {MPY_ARCHS[arch]}" if 0 < arch < len(MPY_ARCHS) else "")
+    arch = arch_index(code)
+    return "%d.%d" % board_mpy_version(code) + (f" {ARCHS[arch]}" if 0 < arch < len(ARCHS) else "")
 
 
-def loop(link, seconds, baud, telemetry_every, settle=0.6):
-    """Loop rate, busy_us p50/p99, overruns and link load over `seconds` of telemetry.
+def loop(link, seconds, baud, telemetry_every, rate_hz, settle=0.6):
+    """Loop rate achieved vs `rate_hz` configured, busy_us p50/p99, overruns and link load over
+    `seconds` of telemetry; per-stage mean/max µs over the same window (None: a firmware without `stages`).
 
     Waits `settle` s first: what the bench asked before (hello, status, a deploy) held the loop,
-    which then catches up with a burst of frames the link needs a while to drain."""
+    which then catches up with a burst of frames the link needs a while to drain. The `stages` that
+    opens the window is answered in a tick of it: listen's max holds that command."""
     time.sleep(settle)
+    opened = read_stages(link)
     while not link.telemetry.empty():
         link.telemetry.get_nowait()
     rates = Rates(link)
@@ -70,12 +79,21 @@ def loop(link, seconds, baud, telemetry_every, settle=0.6):
             busy.append(item[3]["busy_us"])
             overruns.append(int(item[3]["overruns"]))
     figures = rates.take(baud)
+    closed = read_stages(link) if opened else None
+    stages = {"stages": closed["stages"] if closed else None, "stage_ticks": closed["ticks"] if closed else None,
+              "tx_waits": closed["tx_waits"] - opened["tx_waits"]
+              if closed and None not in (closed["tx_waits"], opened["tx_waits"]) else None}
+    if not closed:
+        stages["stages_note"] = "the board's firmware has no `stages` command (update it: `host flash`)"
     if len(busy) < 2:
-        return {"frames": len(busy), "note": "no telemetry: the board sends none (`telemetry 1` turns it on)"}
+        return {"frames": len(busy), "rate_hz": rate_hz,
+                "note": "no telemetry: the board sends none (`telemetry 1` turns it on)", **stages}
     frames_per_s = figures["frames_per_s"]
+    loop_hz = figures["loop_hz"] * telemetry_every
     return {
         "frames": len(busy), "seconds": seconds,
-        "loop_hz": figures["loop_hz"] * telemetry_every,
+        "loop_hz": loop_hz, "rate_hz": rate_hz, "achieved": loop_hz / rate_hz if rate_hz else None,
+        **stages,
         "busy_us_p50": float(np.percentile(busy, 50)), "busy_us_p99": float(np.percentile(busy, 99)),
         "overruns": (overruns[-1] - overruns[0]) & 0xFFFF, "drops": link.seq_gaps - gaps0,
         "frames_per_s": frames_per_s, "bytes_per_s": figures["link_bytes_per_s"],
@@ -126,38 +144,42 @@ def bench(link, hello, port, baud, seconds=2.0, model=None):
     out = {"environment": environment(hello, port, baud),
            "robot": {"mode": status["mode"], "rate_hz": status["rate_hz"], "telemetry_every": status["telemetry_every"]}}
     deployed = deploy_model(link, *model, baud) if model else None
-    out["loop"] = loop(link, seconds, baud, status["telemetry_every"])
+    out["loop"] = loop(link, seconds, baud, status["telemetry_every"], status["rate_hz"])
     out["inference"] = inference(link, link.request_json("status")["model"])
     out["transfer"] = deployed or transfer(link, len(hello["robot"]["joints"]), baud)
     return out
 
 
 def table(figures):
-    """Rows (label, value) of the bench's figures, for host.table.print_table."""
+    """Rows (label, value) of the bench's figures, for host.table.print_table; each µs figure says what kind of µs."""
     env, robot, lp, inf, tr = (figures[k] for k in ("environment", "robot", "loop", "inference", "transfer"))
     mp = f"MicroPython {env['micropython']} ({env['device_platform']}, mpy {env['mpy']})" if env["micropython"] else "MicroPython ?"
+    us = env["us_tag"]
     rows = [
         ("polyniod bench", env["date"]),
         ("port", f"{env['port']} at {env['baud']} baud"),
         ("firmware", f"v{env['firmware']} (protocol {env['protocol']}), board {env['board_id']}, {mp}"),
         ("robot", f"{env['robot']} ({env['board']}), mode {robot['mode']}, rate {robot['rate_hz']} Hz, "
                   f"telemetry every {robot['telemetry_every']} tick(s)"),
+        ("cpu", f"{env['cpu']}; the us below are {env['us']}"),
         ("host", f"polyniod {env['host']}, Python {env['python']}, pyserial {env['pyserial']}, numpy {env['numpy']}, {env['os']}"),
     ]
     if "loop_hz" in lp:
         period = 1e6 / robot["rate_hz"]
         rows += [
-            ("loop rate", f"{lp['loop_hz']:.1f} Hz of {robot['rate_hz']} Hz set ({lp['loop_hz'] / robot['rate_hz'] * 100:.1f} %), "
-                          f"from {lp['frames']} frames over {lp['seconds']:.1f} s"),
-            ("busy_us", f"p50 {lp['busy_us_p50']:.0f} us, p99 {lp['busy_us_p99']:.0f} us of a {period:.0f} us tick; "
+            ("loop rate", f"{lp['loop_hz']:.1f} Hz achieved of {robot['rate_hz']} Hz configured "
+                          f"({lp['loop_hz'] / robot['rate_hz'] * 100:.1f} %), from {lp['frames']} frames over {lp['seconds']:.1f} s"),
+            ("busy_us", f"p50 {lp['busy_us_p50']:.0f} us, p99 {lp['busy_us_p99']:.0f} us of a {period:.0f} us tick ({us}); "
                         f"{lp['overruns']} overruns, {lp['drops']} frames lost"),
-            ("telemetry", f"{lp['bytes_per_s']:.0f} B/s = {lp['utilisation'] * 100:.1f} % of {lp['capacity_bytes_per_s']:.0f} B/s "
-                          f"(baud/10); {lp['frames_per_s']:.1f} frames/s x {lp['bytes_per_frame']:.1f} B"),
         ]
     else:
         rows.append(("loop rate", lp["note"]))
+    rows.append(("stages", stages_text(lp, us)))
+    if "loop_hz" in lp:
+        rows.append(("telemetry", f"{lp['bytes_per_s']:.0f} B/s = {lp['utilisation'] * 100:.1f} % of {lp['capacity_bytes_per_s']:.0f} B/s "
+                                  f"(baud/10); {lp['frames_per_s']:.1f} frames/s x {lp['bytes_per_frame']:.1f} B"))
     if inf["model"]:
-        rows.append(("inference", f"{inf['us_per_inference']:.2f} us (median {inf['us_per_inference_median']:.2f}) "
+        rows.append(("inference", f"{inf['us_per_inference']:.2f} us (median {inf['us_per_inference_median']:.2f}; {us}) "
                                   f"model {inf['model']} ({inf['emitter']}), best of {inf['calls']} timings, "
                                   f"{inf['n']} inferences on the board"))
     else:
@@ -169,3 +191,16 @@ def table(figures):
         p = tr["parity"]
         rows.append(("parity", f"{p['vectors'] - p['mismatches']}/{p['vectors']} random int8 vectors bit for bit"))
     return rows
+
+
+def stages_text(lp, us):
+    """`mean/max us per stage (share of the tick's mean): sense 1054/7058 (60 %), ...; tick 1763/15551 over 408 ticks`."""
+    if not lp.get("stages"):
+        return lp.get("stages_note", "no stage times")
+    st = lp["stages"]
+    tick = st["tick"]["mean_us"]
+    parts = ", ".join(f"{name} {s['mean_us']}/{s['max_us']}" + (f" ({s['mean_us'] / tick * 100:.0f} %)" if tick else "")
+                      for name, s in st.items() if name != "tick")
+    waits = f"; the TX queue overflowed {lp['tx_waits']} times (the loop waited on the UART)" if lp.get("tx_waits") else ""
+    return (f"mean/max us ({us}): {parts}; tick {tick}/{st['tick']['max_us']} over {lp['stage_ticks']} ticks "
+            f"(listen's max holds the `stages` call that opened the window){waits}")

@@ -494,6 +494,20 @@ def _sys_module(stdin, stdout):
 
 # -- the checker -----------------------------------------------------------------------------------
 
+class _Ptr32:
+    """viper's ptr32 as a 64-bit build loads it: 32-bit words zero-extended (kernels sign-extend them)."""
+
+    def __init__(self, buf):
+        self.buf = buf
+
+    def __getitem__(self, i):
+        return self.buf[i] & 0xFFFFFFFF
+
+    def __setitem__(self, i, v):
+        v &= 0xFFFFFFFF
+        self.buf[i] = v - (1 << 32) if v >= 1 << 31 and getattr(self.buf, "typecode", "I") in "il" else v
+
+
 class Checker:
     """One firmware instance on a fake ESP32; records every out-of-range int it computes."""
 
@@ -586,8 +600,9 @@ class Checker:
             return exec(source, namespace, *rest)
         if any("@micropython." + d in source for d in VIPER_DECORATORS):
             namespace.setdefault("micropython", self.stubs["micropython"])
-            for p in ("ptr8", "ptr16", "ptr32"):
+            for p in ("ptr8", "ptr16"):
                 namespace.setdefault(p, lambda buf: buf)
+            namespace.setdefault("ptr32", _Ptr32)
             return exec(compile(source, "<viper>", "exec"), namespace)
         namespace.setdefault("__builtins__", self.builtins)
         namespace.setdefault(_CHECK, self.check)

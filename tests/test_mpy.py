@@ -45,45 +45,45 @@ def compile_or_fail(src, dest, arch, name=None):
 
 
 # The firmware compiles its viper kernels on the board (emit.under: decorator + source text, exec'd
-# at import). Import every module under CPython with emit.under recording what it is asked to
-# compile: (module, function name, decorator, source).
+# at import). Import every module under the real MicroPython VM (a stand-in `machine`), with
+# emit.under recording what it is asked to compile: (function name, decorator, source).
 RECORD_KERNELS = """
-import importlib, json, sys
-sys.modules.pop("micropython", None)
-from polyniod_firmware import emit
-real, seen = emit.under, []
+import json, sys
+import emit
+seen = []
+real = emit.under
 def under(decorator, source, name, namespace=None):
-    seen.append([sys._getframe(1).f_globals.get("__name__", "?"), name, decorator, source])
+    seen.append([name, decorator, source])
     return real(decorator, source, name, namespace)
 emit.under = under
-imported = []
-for m in sys.argv[1:]:
-    try:
-        importlib.import_module("polyniod_firmware." + m)
-        imported.append(m)
-    except ImportError:
-        pass  # board-only (machine, ...)
-print(json.dumps({"kernels": seen, "imported": imported}))
+for m in MODULES:
+    __import__(m)
+print(json.dumps(seen))
 """
 
 
 def firmware_kernels():
     """[(module, name, decorator, source)] of every kernel the firmware compiles on the board."""
     import json
+    import tempfile
 
-    if not (FIRMWARE_DIR / "emit.py").exists():  # before emit.py: mlp's kernel only
-        from polyniod_firmware import mlp
+    from tests.mpvm import run_micropython
+    from tests.test_firmware_units import BENCH_MACHINE
 
-        return [("polyniod_firmware.mlp", "layer", "@micropython.viper", mlp._KERNEL_SOURCE)]
-    names = [p.stem for p in SOURCES if p.stem not in ("boot", "main")]
-    proc = subprocess.run([sys.executable, "-c", RECORD_KERNELS, *names], capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).parent)  # a folder with no emit.py: `import emit` in mlp fails over to the package
-    assert proc.returncode == 0, proc.stderr
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    names = [p.stem for p in SOURCES if p.stem not in ("boot", "main", "emit", "__init__")]
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "machine.py").write_text(BENCH_MACHINE)
+        out = run_micropython(RECORD_KERNELS.replace("MODULES", repr(names)), sys_path=[tmp, FIRMWARE_DIR])
+    kernels = []
+    for name, decorator, source in json.loads(out.strip().splitlines()[-1]):
+        first = next(line for line in source.splitlines() if line.startswith("def "))
+        owners = [p.stem for p in SOURCES if first in p.read_text()]
+        assert len(owners) == 1, f"kernel {name}: {owners} define {first!r}"
+        kernels.append(("polyniod_firmware." + owners[0], name, decorator, source))
     users = {p.stem for p in SOURCES if p.stem != "emit" and "emit.under(" in p.read_text()}
-    missed = users - set(got["imported"])
-    assert not missed, f"{sorted(missed)} compile kernels but do not import under CPython: their kernels go unchecked"
-    return [tuple(k) for k in got["kernels"]]
+    missed = users - {k[0].rsplit(".", 1)[-1] for k in kernels}
+    assert not missed, f"{sorted(missed)} call emit.under but no kernel of theirs was seen"
+    return kernels
 
 
 KERNELS = firmware_kernels()

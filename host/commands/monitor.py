@@ -1,10 +1,18 @@
-"""`host monitor`: live telemetry in the terminal -- values, rates, link health -- until Ctrl-C."""
+"""`host monitor`: live telemetry in the terminal -- values, rates, link health, where a tick's time
+goes (per stage, from the firmware's `stages`) -- until Ctrl-C."""
 
 import json
+import re
 import sys
 import time
 
-from host.link.client import Link
+from polyniod_firmware import protocol as P
+
+from host.link.client import CommandError, Link
+from host.sim import registry
+
+STAGES_EVERY_S = 2.0  # `stages` costs the board a few ms of one tick: asked every few seconds, not every interval
+STAGES_ACK_S = 2.0  # an unanswered `stages` (a dropped line) is asked again after this
 
 
 def add_parser(sub):
@@ -49,21 +57,106 @@ class Rates:
         return out
 
 
+def board_clock(port):
+    """What the board's µs figures are: {"cpu": its CPU model in words, "us": whose µs they are (a phrase
+    after "the µs are"), "us_tag": the same in a few words}. A virtual Gen0 (found by its registry note,
+    which names its CPU model: `cpu_model`, `cpu`) runs at an ESP32's pace unless started with
+    --cpu host; anything else is a real board, whose µs are measured on it."""
+    note = registry.find(port)
+    if note is None:
+        return {"cpu": "the board itself (measured µs)", "us": "measured on the board", "us_tag": "measured on the board"}
+    model, cpu = note.get("cpu_model"), note.get("cpu")
+    if not (model or cpu):
+        return {"cpu": "virtual Gen0 (its registry note names no CPU model)",
+                "us": "a virtual Gen0's, its CPU model unknown", "us_tag": "virtual Gen0, CPU model unknown"}
+    if model == "host" or (not model and cpu.startswith("host")):
+        return {"cpu": cpu or model, "us": "the VM's own, at this host's speed (no CPU model: not an ESP32's)",
+                "us_tag": "VM's own speed, not an ESP32's"}
+    factor = re.search(r"\bx([0-9.]+)", model or cpu)
+    if factor and float(factor.group(1)) == 0:
+        return {"cpu": cpu or model, "us": "a virtual Gen0's with CPU time free (--cpu-factor 0): "
+                                          "modeled call costs and sleeps only", "us_tag": "virtual Gen0, CPU time free"}
+    return {"cpu": cpu or model, "us": "an ESP32's: a virtual Gen0's board clock, the VM's work billed at the CPU model's factor",
+            "us_tag": "ESP32 us, virtual Gen0"}
+
+
+def stage_figures(ack):
+    """A `stages` ack as {"ticks", "tx_waits", "stages": {name: {"mean_us", "max_us"}}} (the last name is "tick")."""
+    return {"ticks": ack["ticks"], "tx_waits": ack.get("tx_waits"),
+            "stages": {name: {"mean_us": mean, "max_us": longest}
+                       for name, mean, longest in zip(ack["stages"], ack["mean_us"], ack["max_us"])}}
+
+
+def read_stages(link, timeout=0.5):
+    """The board's per-stage times since its last `stages` (which starts them again); None from a
+    firmware that does not know `stages`."""
+    try:
+        return stage_figures(link.request_json("stages", timeout=timeout))
+    except CommandError as e:
+        if e.code == P.E_UNKNOWN:
+            return None
+        raise
+
+
+class StagePoller:
+    """`stages` every `every` s, sent without waiting and its ack taken when it has come, so the screen
+    never waits on it. The first answer (times since whoever asked last, or since boot) is dropped.
+    latest: the last figures, None until the first; a firmware without `stages` (E_UNKNOWN) is
+    asked no more, and any other refusal just leaves latest as it was."""
+
+    def __init__(self, link, every=STAGES_EVERY_S):
+        self.link, self.every = link, every
+        self.latest = None
+        self.known = True  # False once the firmware answered E_UNKNOWN
+        self.seq = self.sent_at = None
+        self.answers = 0
+        self.next_at = time.monotonic()
+
+    def poll(self, now):
+        if not self.known:
+            return self.latest
+        if self.seq is not None:
+            ack = self.link.take_ack(self.seq)
+            if ack is None and now - self.sent_at < STAGES_ACK_S:
+                return self.latest
+            self.seq = None
+            if ack is not None:
+                self._answer(*ack)
+        if self.known and now >= self.next_at:
+            self.seq, self.sent_at, self.next_at = self.link.send("stages"), now, now + self.every
+        return self.latest
+
+    def _answer(self, code, data):
+        if code == P.E_UNKNOWN:
+            self.known = False
+        elif code == P.E_OK:
+            self.answers += 1
+            if self.answers > 1:
+                try:
+                    self.latest = stage_figures(json.loads(data))
+                except (ValueError, KeyError, TypeError):
+                    pass
+
+
 def run(args):
     with Link(args.port) as link:
         hello = link.connect()
         try:
-            stats = watch(link, hello, args.duration, args.interval, args.json, args.baud)
+            stats = watch(link, hello, args.duration, args.interval, args.json, args.baud, clock=board_clock(args.port))
         except KeyboardInterrupt:  # the normal way to stop watching
             return 0
     return 0 if stats is not None else 1
 
 
-def watch(link, hello, duration=None, interval=0.5, as_json=False, baud=None, quiet=False):
-    """Show telemetry until `duration` s pass or Ctrl-C; return the last interval's figures (None if the link died)."""
+def watch(link, hello, duration=None, interval=0.5, as_json=False, baud=None, quiet=False, clock=None):
+    """Show telemetry until `duration` s pass or Ctrl-C; return the last interval's figures (None if the link died).
+
+    "stages": the board's per-stage mean/max µs (StagePoller; None until the first figures, and for a
+    firmware without `stages`); `clock` (board_clock) says on screen what those µs are."""
     baud = baud or hello.get("robot", {}).get("link", {}).get("baud") or 115200
     joints = [j["name"] for j in hello.get("robot", {}).get("joints", [])]
     rates = Rates(link)
+    stages = StagePoller(link)
     start = time.monotonic()
     latest, stats = {}, {}
     next_show = start + interval
@@ -77,17 +170,19 @@ def watch(link, hello, duration=None, interval=0.5, as_json=False, baud=None, qu
             print(f"error: {link.error}", file=sys.stderr)
             return None
         now = time.monotonic()
+        stage_times = stages.poll(now)
         if now < next_show:
             continue
         next_show = now + interval
         stats = rates.take(baud)
-        stats.update(drops=link.seq_gaps, crc_errors=link.decoder.crc_errors, resets=link.resets, elapsed_s=now - start)
+        stats.update(drops=link.seq_gaps, crc_errors=link.decoder.crc_errors, resets=link.resets, elapsed_s=now - start,
+                     stages=stage_times)
         if quiet:
             pass
         elif as_json:
             print(json.dumps({**stats, "latest": latest}), flush=True)
         else:
-            shown_lines = _draw(hello, joints, stats, latest, baud, shown_lines)
+            shown_lines = _draw(hello, joints, stats, latest, baud, shown_lines, clock)
         while not link.logs.empty():
             _, level, text = link.logs.get_nowait()
             if not (as_json or quiet):
@@ -97,13 +192,15 @@ def watch(link, hello, duration=None, interval=0.5, as_json=False, baud=None, qu
             return {**stats, "latest": latest}
 
 
-def _draw(hello, joints, stats, latest, baud, shown_lines):
+def _draw(hello, joints, stats, latest, baud, shown_lines, clock=None):
     util = stats["link_utilisation"]
     lines = [
         f"Gen0 fw {hello.get('fw')}  board {hello.get('board_id')}  {len(latest)} fields",
         f"frames/s {stats['frames_per_s']:7.1f}   loop {stats['loop_hz']:7.1f} Hz   link {util * 100 if util is not None else 0:5.1f}% of {baud} baud"
         f"   drops {stats['drops']}   crc errors {stats['crc_errors']}   resets {stats['resets']}",
     ]
+    if stats.get("stages"):
+        lines.append(stages_line(stats["stages"], clock))
     used = set()
     for j in joints:
         fields = {k[len(j) + 1:]: v for k, v in latest.items() if k.startswith(j + "_")}
@@ -116,6 +213,13 @@ def _draw(hello, joints, stats, latest, baud, shown_lines):
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
     return len(lines)
+
+
+def stages_line(figures, clock=None):
+    """`stages mean/max us: sense 1054/7058  decide 10/603 ... tick 1763/15551  (409 ticks, ESP32 us, virtual Gen0)`."""
+    parts = "  ".join(f"{name} {s['mean_us']}/{s['max_us']}" for name, s in figures["stages"].items())
+    tag = f", {clock['us_tag']}" if clock else ""
+    return f"stages mean/max us: {parts}  ({figures['ticks']} ticks{tag})"
 
 
 def _fmt(v):

@@ -257,7 +257,8 @@ class VirtualGen0:
             raise
         self._thread = threading.Thread(target=self._supervise, name="gen0-supervisor", daemon=True)
         self._thread.start()
-        self._note = registry.register(self.port, self.link, seed=self.seed, flash_dir=str(self.flash_dir))
+        self._note = registry.register(self.port, self.link, seed=self.seed, flash_dir=str(self.flash_dir),
+                                       cpu=self.cpu.describe(), cpu_model=self.cpu.name)
         atexit.register(self.stop)  # no VM, pty or temporary flash outlives the process
         return self
 
