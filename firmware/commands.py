@@ -26,6 +26,9 @@ MTIME_MAX = 10000  # `mtime` runs at most this many inferences ...
 MTIME_BUDGET_US = 20000  # ... and no more than fit this long: one command phase, a few ticks late at most
 
 
+_DONE = (P.E_OK, b"")  # the ack of a `set` that ran
+
+
 class Refused(Exception):
     """A command the board will not (or cannot) carry out: the ack's code and why."""
 
@@ -136,15 +139,27 @@ class Transfer:
 
 
 class Commands:
-    """Parses the host's lines (fed from the loop's rx poll) and runs them on the robot."""
+    """Parses the host's lines (fed from the loop's rx poll) and runs them on the robot.
+
+    Each line is handled as it completes. A plain `set` in direct mode takes the fast path: parsed
+    in place by the reader (CommandReader.take), the pulses into preallocated ints, the ack from
+    the port's preallocated frame: allocation-free, so a stream of them never wakes the garbage
+    collector. Everything else (and `set` in any other shape or mode) goes the general way, run(),
+    which gives the fast path's lines the same answers: E_STATE, E_ARG, the retry's re-ack.
+    """
 
     def __init__(self, robot):
         self.robot = robot
         self.port = robot.port
         self.reader = P.CommandReader()
         self.transfer = None
-        self.last = None  # (seq, name, args) of the last command run ...
-        self.last_ack = None  # ... and its (code, data)
+        self.last_ack = None  # (code, data) of the last command run, whose line is ...
+        self.prev = bytearray(P.MAX_LINE - 1)  # ... prev[:prev_n] (a line is its (seq, name, args) one to one)
+        self.prev_n = -1
+        self.prev_seq = -1
+        self.fast = True  # the fast path for `set` (False: every line the general way; the tests compare)
+        self.pulses = [0] * len(robot.servos)  # the fast path's pulses
+        self.on_line = self.line  # a bound method made once: the reader calls it for every line
         self.table = {
             "hello": self.hello, "ping": self.ping, "status": self.status, "set": self.set,
             "stop": self.stop, "rate": self.rate, "telemetry": self.telemetry, "xfer": self.xfer, "reset": self.reset,
@@ -152,16 +167,47 @@ class Commands:
         }
 
     def feed(self, buf, n):
-        for seq, name, args in self.reader.feed(buf, n):
-            self.run(seq, name, args)
+        self.reader.feed_each(buf, n, self.on_line)
 
-    def run(self, seq, name, args):
+    def line(self, line, k, over):
+        """One completed line, line[:k] (the reader's buffer, this call only); over: it ran past MAX_LINE."""
+        if self.fast and not over and self.robot.mode.name == "direct":
+            seq = self.reader.take(line, k, b"set", self.pulses)
+            if seq:
+                if seq == self.prev_seq and self.repeats(line, k):
+                    ack = self.last_ack
+                    self.port.ack(seq, ack[0], ack[1])
+                    return
+                self.robot.mode.setpoint(self.pulses)
+                self.keep(line, k, seq, _DONE)
+                self.port.ack(seq, P.E_OK, b"")
+                return
+        seq, name, args = self.reader.finish(line, k, over)
+        self.run(seq, name, args, line, k)
+
+    def repeats(self, line, k):
+        """line[:k] is the line of the last command run (the host's retry)."""
+        if k != self.prev_n:
+            return False
+        prev = self.prev
+        for i in range(k):
+            if line[i] != prev[i]:
+                return False
+        return True
+
+    def keep(self, line, k, seq, ack):
+        self.prev[:] = line  # the whole buffer: a slice of it would allocate
+        self.prev_n = k
+        self.prev_seq = seq
+        self.last_ack = ack
+
+    def run(self, seq, name, args, line, k):
+        """(seq, name, args) from the reader's finish() for the line line[:k]: run it and ack."""
         if name is None:  # a bad line: args is the error code
             self.robot.latched |= telemetry.F_RX_ERROR
             self.port.ack(seq, args, P.error_text(args).encode())
             return
-        key = (seq, name, args)
-        if key == self.last and name != "hello":  # the host's retry: same answer, no second run
+        if name != "hello" and seq == self.prev_seq and self.repeats(line, k):  # the host's retry: same answer
             self.port.ack(seq, self.last_ack[0], self.last_ack[1])
             return
         handler = self.table.get(name)
@@ -185,7 +231,7 @@ class Commands:
             code, data = P.E_IO, str(e).encode()
         except MemoryError:
             code, data = P.E_TOO_BIG, b"out of memory"
-        self.last, self.last_ack = key, (code, data)
+        self.keep(line, k, seq, (code, data))
         self.port.ack(seq, code, data)
         if name == "hello" and code == P.E_OK:
             self.robot.send_hello()

@@ -166,9 +166,123 @@ def crc_into(buf, n: int, table):
     b[n + 3] = (c >> 24) & 0xFF
 """
 _crc_into = emit.under("@micropython.viper", CRC_KERNEL, "crc_into")
-_CRC_TABLE = array.array("I", bytes(1024 if _crc_into else 0))
+_CRC_TABLE = array.array("I", bytes(1024))  # also the command reader's (plain_line below)
 for _k in range(len(_CRC_TABLE)):  # the CRC register after byte k from 0 (binascii.crc32 inverts it in and out)
     _CRC_TABLE[_k] = binascii.crc32(bytes((_k,)), 0xFFFFFFFF) ^ 0xFFFFFFFF
+
+# A plain command line `<seq> <name>[ <int>]* <crc>` checked and parsed in place, allocation-free
+# (CommandReader.take: the `set` stream of direct mode). Everything but this shape returns -1 and goes
+# the general way (CommandReader.finish), so the kernel only has to be right about what it accepts:
+# seq 1..65535 without a leading zero, name [a-z_]+, each int -?[0-9]{1,9} (inside the 31-bit small
+# ints), at most PLAIN_MAX_ARGS of them, then the 8 lower-case hex digits of the line's CRC-32, checked
+# against the CRC computed here (a machine word under viper: no big int). Writes out[0] = seq,
+# out[1], out[2] = where the name starts and ends, out[3:] = the ints; returns how many ints.
+# Compiled by viper where the build has it, else run as the same plain Python (CPython, the host's tests).
+PLAIN_MAX_ARGS = const(8)
+PLAIN_KERNEL = """
+def plain_line(buf, k: int, out, table) -> int:
+    b = ptr8(buf)
+    o = ptr32(out)
+    t = ptr32(table)
+    sp = k - 9
+    if sp < 3 or b[sp] != 32:
+        return -1
+    ch = b[0]
+    if ch < 49 or ch > 57:
+        return -1
+    v = ch - 48
+    i = 1
+    while i < sp:
+        ch = b[i]
+        if ch == 32:
+            break
+        if ch < 48 or ch > 57 or i >= 5:
+            return -1
+        v = v * 10 + ch - 48
+        i += 1
+    if v > 65535 or i >= sp:
+        return -1
+    o[0] = v
+    i += 1
+    o[1] = i
+    while i < sp:
+        ch = b[i]
+        if ch == 32:
+            break
+        if ch != 95 and (ch < 97 or ch > 122):
+            return -1
+        i += 1
+    if i == o[1]:
+        return -1
+    o[2] = i
+    n = 0
+    while i < sp:
+        i += 1
+        if n >= 8:
+            return -1
+        neg = 0
+        if i < sp and b[i] == 45:
+            neg = 1
+            i += 1
+        start = i
+        v = 0
+        while i < sp:
+            ch = b[i]
+            if ch == 32:
+                break
+            if ch < 48 or ch > 57 or i - start >= 9:
+                return -1
+            v = v * 10 + ch - 48
+            i += 1
+        if i == start:
+            return -1
+        if neg:
+            v = 0 - v
+        o[3 + n] = v
+        n += 1
+    c = -1
+    i = 0
+    while i < sp:
+        c = t[(c ^ b[i]) & 0xFF] ^ ((c >> 8) & 0xFFFFFF)
+        i += 1
+    c = ~c
+    i = 0
+    while i < 8:
+        d = (c >> (28 - 4 * i)) & 15
+        if d < 10:
+            d += 48
+        else:
+            d += 87
+        if b[sp + 1 + i] != d:
+            return -1
+        i += 1
+    return n
+"""
+
+
+# Received bytes into the reader's line without the slice a `line[k:k + n] = data[i:i + n]` allocates:
+# dst[k:k + n] = src[i:i + n] with span = i << 8 | n (n < 256: a line is shorter). Elsewhere that slice.
+COPY_KERNEL = """
+def copy_into(dst, k: int, src, span: int):
+    d = ptr8(dst)
+    s = ptr8(src)
+    i = span >> 8
+    e = i + (span & 0xFF)
+    while i < e:
+        d[k] = s[i]
+        k += 1
+        i += 1
+"""
+
+
+def _as_is(buf):
+    return buf
+
+
+_plain_line = (emit.under("@micropython.viper", PLAIN_KERNEL, "plain_line")
+               or emit.build(PLAIN_KERNEL, "plain_line", {"ptr8": _as_is, "ptr32": _as_is}))
+_copy_into = emit.under("@micropython.viper", COPY_KERNEL, "copy_into")
+del PLAIN_KERNEL, COPY_KERNEL  # ~2 KB of text the board need not keep
 
 
 class FrameWriter:
@@ -487,12 +601,18 @@ class CommandReader:
     the host resends), E_SYNTAX when it verifies but is malformed (a host bug), E_TOO_BIG when it
     ran past MAX_LINE. The seq of a bad line is its leading number when that parses, else 0.
     Polling with n == 0 allocates nothing; bytes that arrive cost a copy, lines their parse.
+
+    The device's loop uses feed_each() instead: each line as it completes, in the reader's own
+    buffer, to take() (a plain line of ints, parsed in place: allocation-free) or finish() (the
+    general way, feed()'s items).
     """
 
     def __init__(self):
         self._line = bytearray(MAX_LINE - 1)
         self._n = 0  # bytes of the current line kept
         self._over = False  # it ran past MAX_LINE
+        self._got = None  # feed()'s items while it runs
+        self._plain = array.array("i", bytes(4 * (3 + PLAIN_MAX_ARGS)))  # plain_line's out
         self.lines = 0  # non-empty lines seen, good or bad
         self.crc_errors = 0
         self.syntax_errors = 0
@@ -500,9 +620,19 @@ class CommandReader:
 
     def feed(self, data, n=None):
         """Consume the first n bytes of data (bytes or bytearray; default all)."""
+        self._got = None
+        self.feed_each(data, n, None)
+        got = self._got
+        self._got = None
+        return () if got is None else tuple(got)
+
+    def feed_each(self, data, n, handle):
+        """Consume the first n bytes of data, calling handle(line, k, over) for each line as it completes:
+        line[:k] is its text (no newline) in the reader's buffer, valid during the call only; over: it
+        ran past MAX_LINE (line holds its start). Empty lines are skipped. handle None: feed()'s items.
+        Allocation-free itself."""
         if n is None or n > len(data):
             n = len(data)
-        got = None
         line = self._line
         k = self._n
         over = self._over
@@ -515,20 +645,48 @@ class CommandReader:
                 take = len(line) - k
                 over = True
             if take:
-                line[k:k + take] = data[i:i + take]
+                if _copy_into:
+                    _copy_into(line, k, data, i << 8 | take)
+                else:
+                    line[k:k + take] = data[i:i + take]
                 k += take
             if j < 0:
                 break
+            i = j + 1
             if k or over:  # empty lines are ignored
-                if got is None:
-                    got = []
-                got.append(self._finish(bytes(line[:k]), over))
+                self._n = 0  # the line is out of the reader's hands before handle sees it
+                self._over = False
+                if handle is None:
+                    if self._got is None:
+                        self._got = []
+                    self._got.append(self.finish(line, k, over))
+                else:
+                    handle(line, k, over)
             k = 0
             over = False
-            i = j + 1
         self._n = k
         self._over = over
-        return () if got is None else tuple(got)
+
+    def finish(self, line, k, over=False):
+        """The general way: feed()'s item for the completed line line[:k], counted."""
+        return self._finish(bytes(line[:k]), over)
+
+    def take(self, line, k, name, into):
+        """The seq of line[:k] when it is a plain `<seq> <name> <int>{len(into)} <crc>` (name: bytes, ints
+        -?[0-9]{1,9}, see plain_line) that verifies, counted as a line, its ints written into `into`;
+        else 0, nothing counted or written, for finish() to say what it is. What take() accepts,
+        finish() gives as (seq, name, args) with [int(a) for a in args] == into. Allocation-free."""
+        out = self._plain
+        argc = len(into)
+        if argc > PLAIN_MAX_ARGS or _plain_line(line, k, out, _CRC_TABLE) != argc:
+            return 0
+        at = out[1]
+        if out[2] - at != len(name) or line.find(name, at, out[2]) != at:
+            return 0
+        for j in range(argc):
+            into[j] = out[3 + j]
+        self.lines = self.lines + 1 if self.lines < _COUNT_MASK else 0
+        return out[0]
 
     def _finish(self, raw, over):
         self.lines = self.lines + 1 if self.lines < _COUNT_MASK else 0

@@ -46,7 +46,7 @@ def test_flash_installs_firmware_and_it_streams(sim):
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "firmware v" in proc.stdout
     listing = mpremote(sim.port, "fs", "ls")
-    for name in ("boot.py", "main.py", "protocol.py", "robot.json"):
+    for name in ("boot.py", "main.py", "protocol.mpy", "robot.json"):  # .mpy by default (host/flash/mpy.py)
         assert name in listing
     assert ".flash_new" not in listing  # the staging folder is gone after the rename
     # mpremote left the board in the REPL: monitor restarts the firmware by a soft reset
@@ -128,3 +128,91 @@ def test_esptool_refuses_virtual_board(sim, tmp_path):
     image.write_bytes(b"\0" * 16)
     line = one_line_error(host("flash", "--micropython", str(image), "--port", sim.port))
     assert "virtual Gen0" in line
+
+
+STAGES = ["sense", "decide", "actuate", "report", "listen", "tick"]
+
+
+def test_monitor_shows_where_the_ticks_go(gen0):
+    """Per-stage mean/max us from the firmware's `stages`, asked every few seconds: in --json and on screen."""
+    proc = host("monitor", "--port", gen0.port, "--duration", "5", "--interval", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert lines[0]["stages"] is None, lines[0]  # the first `stages` only starts the figures
+    figures = lines[-1]["stages"]
+    assert figures is not None, lines
+    st = figures["stages"]
+    assert list(st) == STAGES and figures["ticks"] > 0 and figures["tx_waits"] >= 0, figures
+    for name, s in st.items():
+        assert 0 <= s["mean_us"] <= s["max_us"] <= st["tick"]["max_us"], (name, st)
+    assert st["sense"]["mean_us"] > 0 and st["report"]["mean_us"] > 0 and st["tick"]["mean_us"] > 0, st
+    tick = st["tick"]["mean_us"]
+    assert abs(sum(st[n]["mean_us"] for n in STAGES[:-1]) - tick) <= 3 + 0.01 * tick, st
+
+    proc = host("monitor", "--port", gen0.port, "--duration", "5", "--interval", "1")
+    assert proc.returncode == 0, proc.stderr
+    shown = [line for line in proc.stdout.splitlines() if line.startswith("stages mean/max us: sense ")]
+    assert shown and shown[-1].endswith("ticks, ESP32 us, virtual Gen0)"), proc.stdout
+    assert "frames/s" in proc.stdout and "shoulder" in proc.stdout
+
+
+def test_monitor_and_bench_with_a_firmware_without_stages(sim):
+    """An older firmware answers `stages` with E_UNKNOWN: no stage figures, no error."""
+    from host.firmware_files import install_into
+
+    install_into(sim.flash_dir)
+    commands = sim.flash_dir / "commands.py"
+    text = commands.read_text()
+    assert '"stages": self.stages,' in text
+    commands.write_text(text.replace('"stages": self.stages,', ""))
+    mpremote(sim.port, "soft-reset")
+    proc = host("monitor", "--port", sim.port, "--duration", "3", "--interval", "1", "--json")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(lines) >= 2 and all(line["stages"] is None for line in lines), lines
+    assert lines[-1]["frames_per_s"] > 0, lines
+    proc = host("monitor", "--port", sim.port, "--duration", "3", "--interval", "1")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert "frames/s" in proc.stdout and "stages" not in proc.stdout, proc.stdout
+    proc = host("bench", "--port", sim.port, "--seconds", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    loop = json.loads(proc.stdout)["loop"]
+    assert loop["stages"] is None and "no `stages`" in loop["stages_note"] and loop["frames"] > 1, loop
+    with Link(sim.port) as link:
+        link.connect()
+        with pytest.raises(Exception, match="E_UNKNOWN"):
+            link.request("stages")
+
+
+def test_monitor_stage_poller_asks_every_few_seconds_and_stops_at_e_unknown():
+    from polyniod_firmware import protocol as P
+
+    from host.commands.monitor import StagePoller
+
+    class FakeLink:
+        def __init__(self, answer):
+            self.answer, self.sent, self.acks = answer, [], {}
+
+        def send(self, name):
+            self.sent.append(name)
+            self.acks[len(self.sent)] = self.answer(len(self.sent))
+            return len(self.sent)
+
+        def take_ack(self, seq):
+            return self.acks.pop(seq, None)
+
+    def ack(n):
+        return P.E_OK, json.dumps({"stages": STAGES, "ticks": n, "mean_us": [1] * 5 + [5], "max_us": [2] * 5 + [9], "tx_waits": 0}).encode()
+
+    link = FakeLink(ack)
+    poller = StagePoller(link, every=3.0)
+    t0 = poller.next_at
+    seen = [poller.poll(t0 + dt) for dt in (0, 0.1, 1, 2.9, 3.0, 3.1, 5, 6.0, 6.1)]
+    assert link.sent == ["stages"] * 3, link.sent  # at 0, 3 and 6 s: not at every poll
+    assert seen[:5] == [None] * 5  # the first answer (since whoever asked last) is dropped
+    assert seen[5]["ticks"] == 2 and seen[5]["stages"]["tick"] == {"mean_us": 5, "max_us": 9} and seen[8]["ticks"] == 3
+
+    link = FakeLink(lambda n: (P.E_UNKNOWN, b"no command 'stages'"))
+    poller = StagePoller(link, every=3.0)
+    assert [poller.poll(poller.next_at + dt) for dt in range(0, 20, 1)] == [None] * 20
+    assert link.sent == ["stages"] and not poller.known

@@ -1,4 +1,6 @@
-"""`host bench --port P`: loop rate, inference time, link load and transfer speed of the connected robot."""
+"""`host bench --port P`: loop rate (achieved vs configured), busy time, per-stage times, inference time,
+link load and transfer speed of the connected robot, and which CPU model its µs are (a virtual Gen0's or
+the board's own)."""
 
 import json
 
@@ -9,7 +11,8 @@ from host.table import print_table
 
 
 def add_parser(sub):
-    p = sub.add_parser("bench", help="measure the connected robot: loop rate, inference us, link load, transfer speed")
+    p = sub.add_parser("bench", help="measure the connected robot: loop rate, busy and per-stage us, inference us, "
+                                     "link load, transfer speed, and the CPU model the us are in")
     p.add_argument("--port", required=True, help="serial port of the board (see `host ports`)")
     p.add_argument("--baud", type=int, help="link baud rate (default: the robot description's)")
     p.add_argument("--seconds", type=float, default=2.0, metavar="S", help="seconds of telemetry for the loop figures (default 2)")

@@ -81,7 +81,8 @@ def board_clock(port):
 
 
 def stage_figures(ack):
-    """A `stages` ack as {"ticks", "tx_waits", "stages": {name: {"mean_us", "max_us"}}} (the last name is "tick")."""
+    """A `stages` ack as {"ticks", "tx_waits", "stages": {name: {"mean_us", "max_us"}}} (the last name is "tick";
+    tx_waits: the TX queue's overflows since boot, each one a tick that waited on the UART)."""
     return {"ticks": ack["ticks"], "tx_waits": ack.get("tx_waits"),
             "stages": {name: {"mean_us": mean, "max_us": longest}
                        for name, mean, longest in zip(ack["stages"], ack["mean_us"], ack["max_us"])}}
@@ -100,7 +101,8 @@ def read_stages(link, timeout=0.5):
 
 class StagePoller:
     """`stages` every `every` s, sent without waiting and its ack taken when it has come, so the screen
-    never waits on it. The first answer (times since whoever asked last, or since boot) is dropped.
+    never waits on it. The first answer (times since whoever asked last, or since boot) is dropped;
+    each `stages` is handled in a tick of the next figures' window, so listen's max holds it.
     latest: the last figures, None until the first; a firmware without `stages` (E_UNKNOWN) is
     asked no more, and any other refusal just leaves latest as it was."""
 

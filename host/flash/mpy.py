@@ -16,7 +16,8 @@ from pathlib import Path
 from host.errors import UserError
 
 # sys.implementation._mpy >> 10 -> mpy-cross -march (MicroPython's MP_NATIVE_ARCH_* order;
-# MicroPython docs, "MicroPython .mpy files"). 0: the build has no native emitter.
+# MicroPython docs, "MicroPython .mpy files"). 0: the build has no native emitter. The one table:
+# host.bench names the board's .mpy arch with it too.
 ARCHS = [None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp", "xtensa",
          "xtensawin", "rv32imc", "rv64imc"]
 KEEP_SOURCE = ("boot.py", "main.py")
