@@ -266,7 +266,7 @@ class Commands:
             "ticks": r.ticks, "overruns": r.overruns, "busy_us": r.busy_us,
             "rx": {"bytes": r.rx_bytes, "lines": rd.lines, "crc": rd.crc_errors, "syntax": rd.syntax_errors,
                    "overflow": rd.overflows},
-            "tx_frames": self.port.frames, "uptime_ms": time.ticks_diff(time.ticks_ms(), r.started_ms),
+            "tx_frames": self.port.frames, "tx_dropped": self.port.dropped, "tx_waits": self.port.waited, "uptime_ms": time.ticks_diff(time.ticks_ms(), r.started_ms),
             "mem_free": gc.mem_free(), "program": r.mode.params if r.mode.name == "program" else None,
             "track": ({"trajectory": r.mode.params, "controller": r.mode.controller.info()}
                       if r.mode.name == "track" else None),
@@ -280,7 +280,8 @@ class Commands:
         """Where the ticks since the last `stages` went: per stage mean and longest µs (then start again)."""
         if args:
             raise ValueError("stages takes no arguments")
-        return dict(self.robot.stages.take(), rate_hz=self.robot.rate_hz, tx_waits=self.port.waited)
+        return dict(self.robot.stages.take(), rate_hz=self.robot.rate_hz, tx_waits=self.port.waited,
+                    tx_dropped=self.port.dropped)
 
     def set(self, args):
         r = self.robot

@@ -275,12 +275,8 @@ def copy_into(dst, k: int, src, span: int):
 """
 
 
-def _as_is(buf):
-    return buf
-
-
 _plain_line = (emit.under("@micropython.viper", PLAIN_KERNEL, "plain_line")
-               or emit.build(PLAIN_KERNEL, "plain_line", {"ptr8": _as_is, "ptr32": _as_is}))
+               or emit.build(PLAIN_KERNEL, "plain_line", {"ptr8": emit.same, "ptr32": emit.same}))
 _copy_into = emit.under("@micropython.viper", COPY_KERNEL, "copy_into")
 del PLAIN_KERNEL, COPY_KERNEL  # ~2 KB of text the board need not keep
 
@@ -305,20 +301,10 @@ class FrameWriter:
         self._views_for = -1  # the payload length self._body/_whole were cut for
         self._body = None
         self._whole = None
-        self._frames = {}  # size -> memoryview of buf[:size], so queuing a frame allocates nothing
 
     def payload_view(self):
         """Writable memoryview of the payload area, for struct.pack_into without temporaries."""
         return self._payload
-
-    def frame(self, size):
-        """buf[:size] as a view kept for that size (a telemetry frame takes a handful of sizes)."""
-        view = self._frames.get(size)
-        if view is None:
-            view = self._buf_mv[:size]
-            if len(self._frames) < 16:
-                self._frames[size] = view
-        return view
 
     def pack(self, ftype, seq, t_us, payload=None, n=None):
         """Frame the first n payload bytes (payload, or what is already in payload_view()); returns the byte count in buf."""

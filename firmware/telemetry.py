@@ -10,6 +10,7 @@ import json
 import struct
 import time
 
+import emit
 import imu
 import protocol as P
 
@@ -45,17 +46,34 @@ TX_FIFO = 128  # the ESP32 UART's hardware TX FIFO
 TX_FILL = 112  # fill the modeled FIFO to this at most: the model's clock is the board's, not the UART's
 TX_QUEUE = 2048  # frames waiting for the UART (an ack or a log of up to ACK_MAX_PAYLOAD fits many times)
 
+# A frame into the queue, a ring: allocation-free (a slice of a view would allocate one), viper where the build has it.
+PUT = """
+def put(q, at: int, src, n: int):
+    d = ptr8(q)
+    s = ptr8(src)
+    i = 0
+    while i < n:
+        d[at] = s[i]
+        at += 1
+        if at == QUEUE:
+            at = 0
+        i += 1
+""".replace("QUEUE", str(TX_QUEUE))
+_put = emit.under("@micropython.viper", PUT, "put") or emit.build(PUT, "put", {"ptr8": emit.same})
+
 
 class Port:
     """Frames out to a stream (sys.stdout.buffer on the board) that takes write(buf, off, n), paced for the UART.
 
     An ESP32's stdout writer puts what fits into the UART's 128-byte FIFO and, while bytes remain,
     sleeps until the next FreeRTOS tick (10 ms): a 200-byte ack would cost a 200 Hz loop two ticks.
-    So frames go into a queue, and pump() (once a tick) writes only what the FIFO has room for, by
+    So frames go into a ring, and pump() (once a tick) writes only what the FIFO has room for, by
     a model of it that drains at baud/10 bytes a second: the loop never waits on the UART, acks and
-    logs go out over the next ticks, frames leave whole and in order. baud 0 (native USB, no UART):
-    frames are written at once. A full queue is written out at once too (the loop then waits, as
-    an unpaced writer would); the hello (~3.7 KB, rare) goes that way, after what is queued.
+    logs go out over the next ticks, frames leave whole and in order. When the ring is full, a
+    telemetry frame is dropped (its seq is spent: the host counts it lost) -- more telemetry than
+    the link carries costs frames, not the loop's rate -- and anything else is written out at once
+    with what waits (the loop then waits on the UART), as is the hello (~3.7 KB, rare). baud 0
+    (native USB, no UART to pace): frames are written at once.
     """
 
     def __init__(self, out, baud=0):
@@ -64,11 +82,12 @@ class Port:
         self.frames = 0
         self.general = P.FrameWriter(ACK_MAX_PAYLOAD)
         self.q = bytearray(TX_QUEUE)
-        self.head = self.tail = 0  # q[head:tail] waits for the UART
+        self.head = self.count = 0  # count bytes wait from q[head], wrapping at TX_QUEUE
         self.us_per_byte = (10000000 + baud - 1) // baud if baud else 0  # rounded up: never overfill
         self.fifo = 0  # bytes the modeled FIFO holds at fifo_t
         self.fifo_t = time.ticks_us()
-        self.waited = 0  # times the queue was full and written out at once
+        self.waited = 0  # times the ring was full and written out at once
+        self.dropped = 0  # telemetry frames the ring had no room for
 
     def send(self, writer, ftype, t_us, n):
         """Frame the n payload bytes already in writer's payload view and queue it (allocation-free)."""
@@ -78,24 +97,33 @@ class Port:
         if not self.us_per_byte:
             self.out.write(writer.buf, size)
             return
-        if self.tail + size > TX_QUEUE:
-            n = self.tail - self.head
-            if n + size > TX_QUEUE:
-                self.waited += 1
-                self.flush()
-                if size > TX_QUEUE:
-                    self.out.write(writer.buf, size)
-                    return
-            else:
-                if n:  # move what waits to the front (the view allocates: only under a backlog)
-                    self.q[0:n] = memoryview(self.q)[self.head:self.tail]
-                self.head, self.tail = 0, n
-        self.q[self.tail:self.tail + size] = writer.frame(size)
-        self.tail += size
+        if self.count + size > TX_QUEUE:
+            if ftype == P.T_TELEMETRY:
+                self.dropped = self.dropped + 1 if self.dropped < 0x3FFFFFFF else 0
+                return
+            self.waited += 1
+            self.flush()
+            if size > TX_QUEUE:
+                self.out.write(writer.buf, size)
+                return
+        at = self.head + self.count
+        _put(self.q, at - TX_QUEUE if at >= TX_QUEUE else at, writer.buf, size)
+        self.count += size
+
+    def _write(self, n):
+        """The first n waiting bytes out (one or two writes around the ring's end)."""
+        head = self.head
+        first = TX_QUEUE - head if head + n > TX_QUEUE else n
+        self.out.write(self.q, head, first)
+        if first < n:
+            self.out.write(self.q, 0, n - first)
+        head += n
+        self.head = head - TX_QUEUE if head >= TX_QUEUE else head
+        self.count -= n
 
     def pump(self, now_us):
         """Write what the UART's FIFO has room for now (once a tick)."""
-        if self.tail == self.head:
+        if not self.count:
             return
         upb = self.us_per_byte
         elapsed = time.ticks_diff(now_us, self.fifo_t)
@@ -105,21 +133,18 @@ class Port:
         fifo = self.fifo - drained if drained < self.fifo else 0
         self.fifo_t = time.ticks_add(self.fifo_t, drained * upb) if fifo else now_us
         n = TX_FILL - fifo
-        if n > self.tail - self.head:
-            n = self.tail - self.head
+        if n > self.count:
+            n = self.count
         if n > 0:
-            self.out.write(self.q, self.head, n)
-            self.head += n
-            if self.head == self.tail:
-                self.head = self.tail = 0
+            self._write(n)
             fifo += n
         self.fifo = fifo
 
     def flush(self):
         """Write everything queued now (the writer waits on the UART as long as that takes)."""
-        if self.tail > self.head:
-            self.out.write(self.q, self.head, self.tail - self.head)
-        self.head = self.tail = 0
+        if self.count:
+            self._write(self.count)
+        self.head = 0
         self.fifo = TX_FIFO
         self.fifo_t = time.ticks_us()
 

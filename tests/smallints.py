@@ -793,7 +793,10 @@ def scenarios():
         cmd = Commands()
         sets = [cmd("set", 600 + (k * 137) % 1800, 2400 - (k * 71) % 1900) for k in range(150)]
         sets += [cmd("set", 100, 5000), cmd("set", -20, 99999)]  # clamped
-        feed = {1: [cmd("direct")]}
+        sets += [cmd("set", 999999999, -999999999)]  # the fast path's widest ints (9 digits)
+        sets += [sets[-1]]  # the host's retry: re-acked from memory
+        sets += [cmd("set", "+1500", "01500"), cmd("set", 1500)]  # the general way: Commands.set (E_OK, E_ARG)
+        feed = {1: [cmd("set", 1500, 1500), cmd("direct")]}  # E_STATE (the general way), then direct
         feed.update(_spread(sets, 3, 2))
         c.run(r, 400 + 200, feed)  # the last set, then silence: the watchdog trips
         c.run(r, 50, {1: [cmd("set", 1500, 1500)], 10: [cmd("stop")], 30: [cmd("idle", "limp")]})

@@ -288,15 +288,20 @@ def test_hot_path_allocates_nothing(tmp_path):
         "for p in (['steps', 'dwell_min_ms=10', 'dwell_max_ms=30'], ['sine', 'controller=naive'], ['hold', 'controller=linear']):\n"
         "    r.enter('track', p)\n"
         "    out.append(delta(300))\n"
-        "print('ALLOC', out, r.ticks, r.port.frames)\n"
+        "print('ALLOC', out, r.ticks, r.port.frames, r.port.dropped, r.port.count)\n"
     )
     robot = dict(ROBOT, loop=dict(ROBOT["loop"], rate_hz=1000))
     text = run_on_vm(tmp_path, body, robot=robot).decode("latin-1")
     line = text[text.index("ALLOC"):].split("\n")[0]
     allocs = json.loads(line.split(" ", 1)[1].rsplit("]", 1)[0] + "]")
     assert allocs == [0] * 9, line
+    ticks, sent, dropped, queued = (int(v) for v in line.rsplit("]", 1)[1].split())
     frames = frames_of(text.encode("latin-1"))
-    assert sum(f[0] == P.T_TELEMETRY for f in frames) >= 1500
+    telemetry = sum(f[0] == P.T_TELEMETRY for f in frames)
+    # 1 kHz of telemetry is 4x what 115200 baud carries: frames the UART queue has no room for are
+    # dropped (their seq spent), never the loop's rate; every tick's frame is sent, dropped or still queued
+    assert ticks >= 2400 and telemetry >= 400 and dropped > 0, line
+    assert telemetry + dropped + queued // 48 >= ticks - 5, line
 
 
 def command_lines(*commands):
@@ -355,7 +360,8 @@ def test_commands_are_acked_and_telemetry_decodes_by_schema(tmp_path):
     assert abs(t["ax"] - 0x0102 * ROBOT["imu"]["accel_fs_g"] / 32768) < 1e-9
     assert abs(t["gz"] - 0x0D0E / lsb_per_dps) < 1e-6
     seqs = [f[1] for f in frames]
-    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # one counter over every frame type
+    assert seqs == sorted(set(seqs))  # one counter over every frame type; at 1 kHz on 115200 baud the UART
+    assert len(seqs) < seqs[-1] - seqs[0] + 1  # queue drops telemetry frames it has no room for: gaps
 
 
 def test_direct_watchdog_holds_and_logs(tmp_path):
@@ -367,9 +373,10 @@ def test_direct_watchdog_holds_and_logs(tmp_path):
     assert any("watchdog" in text for _, text in logs)
     schema = TelemetrySchema.from_hello(json.loads(next(f[3] for f in frames if f[0] == P.T_HELLO)))
     tele = [schema.unpack(f[3]) for f in frames if f[0] == P.T_TELEMETRY]
+    t_ms = [(f[2] - frames[0][2]) / 1000 for f in frames if f[0] == P.T_TELEMETRY]  # frames are dropped at 1 kHz
     flags = [v[3] for v in tele]
     first_trip = next(i for i, f in enumerate(flags) if f & 1)
-    assert 80 <= first_trip <= 200 and all(f & 1 for f in flags[first_trip:])
+    assert 80 <= t_ms[first_trip] <= 200 and all(f & 1 for f in flags[first_trip:])
     assert tele[-1][4] == 1200 and tele[-1][8] == 1700  # still holding the last setpoints (shoulder_cmd_us, elbow_cmd_us)
 
 

@@ -353,7 +353,7 @@ for i in range(0, sink.n, 128):  # the frame in small pieces: no big block neede
 
 def test_a_big_frame_is_written_on_a_heap_with_no_block_its_size():
     """The hello (~3.5 KB of JSON) must go out on a fragmented ESP32 heap: write_frame streams it in pieces."""
-    first, *frame = run_micropython(FRAGMENTED_HEAP_PROBE, sys_path=[FIRMWARE], heap=96 * 1024).splitlines()
+    first, *frame = run_micropython(FRAGMENTED_HEAP_PROBE, sys_path=[FIRMWARE], heap=128 * 1024).splitlines()
     out = json.loads(first)
     assert out["big"] is None, out["big"]
     assert out["frame"] is None, out["frame"]

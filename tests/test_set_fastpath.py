@@ -308,21 +308,29 @@ r = loop.Gen0(config.load())
 r.port.out = Sink()
 r.commands.fast = FAST
 direct = r.modes[r.mode_names.index('direct')]
+taken = [0]
+take = r.commands.reader.take
+def counting(line, k, name, into):
+    seq = take(line, k, name, into)
+    taken[0] += 1 if seq else 0
+    return seq
+r.commands.reader.take = counting
 states = []
 for chunk in json.loads(sys.stdin.read()):
+    direct.flags = 1  # setpoint() clears it: whether a `set` ran (a retry must not run again)
     r.commands.feed(bytes.fromhex(chunk), len(chunk) // 2)
     rd = r.commands.reader
     states.append([rd.lines, rd.crc_errors, rd.syntax_errors, rd.overflows, r.latched, r.mode.name,
-                   direct.target, r.target, r.rate_hz, r.telemetry_every])
+                   direct.target, direct.flags, r.target, r.rate_hz, r.telemetry_every])
     r.latched = 0
 r.port.flush()
-print(json.dumps(states))
+print(json.dumps([taken[0], states]))
 print(r.port.out.data.hex())
 """
 
 
 def answers(tmp_path, chunks, fast, firmware=FIRMWARE):
-    """(states after each chunk, [(frame type, payload)] the port sent) on the VM, fast path on or off."""
+    """(states after each chunk, [frame] the port sent, lines the fast path took) on the VM, fast path on or off."""
     (tmp_path / "robot.json").write_text(json.dumps(ROBOT))
     (tmp_path / "bench_machine.py").write_text(__import__("tests.test_firmware_units").test_firmware_units.BENCH_MACHINE)
     script = ("import os, sys\nos.chdir(%r)\nimport bench_machine\nsys.modules['machine'] = bench_machine\n"
@@ -342,7 +350,8 @@ def answers(tmp_path, chunks, fast, firmware=FIRMWARE):
             frames.append((ftype, seq, code, data))
         else:
             frames.append((ftype, payload))
-    return json.loads(states), frames
+    taken, states = json.loads(states)
+    return states, frames, taken
 
 
 def scripted_stream():
@@ -388,12 +397,14 @@ def compare(tmp_path, chunks):
     general = answers(b, chunks, False)
     assert fast[0] == general[0]  # counters, flags, mode, targets after every chunk
     assert fast[1] == general[1]  # every frame the port sent, in order (acks byte for byte)
+    assert general[2] == 0 and fast[2] > 0
     return fast
 
 
 def test_scripted_session_gives_the_same_acks_both_ways(tmp_path):
     lines = scripted_stream()
-    states, frames = compare(tmp_path, lines)  # one line per chunk
+    states, frames, taken = compare(tmp_path, lines)  # one line per chunk
+    assert taken >= 40
     acks = [f[1:] for f in frames if f[0] == P.T_ACK]
     assert len(acks) == sum(1 for raw in lines if raw.strip(b"\n"))
     code = dict(((s, c) for s, c, _ in acks))
@@ -421,4 +432,4 @@ def test_random_sessions_and_chunking_give_the_same_acks_both_ways(tmp_path, see
             lines.append(rng.choice([line(rng.randrange(1, 9), "ping"), line(3, "idle", "hold"), line(4, "direct"),
                                      line(5, "status")]))
     chunks = cut(b"".join(lines), rng)
-    compare(tmp_path, chunks)
+    assert compare(tmp_path, chunks)[2] >= 40

@@ -25,8 +25,9 @@ from tests import smallints as S
 ALLOWED = {
     # -- per received command line: not allocation-free anyway -----------------------------------------
     ("firmware/protocol.py", "CommandReader._finish", "binascii.crc32("):
-        "CRC-32 of each received command line (uint32, ~3 in 4 >= 2**30). Once per line, on a path that "
-        "allocates anyway (bytes(line[:k]), '%08x' %, .encode(), split, decode): not the per-tick hot path.",
+        "CRC-32 of a received command line taken the general way (uint32, ~3 in 4 >= 2**30): every command "
+        "but a plain `set` in direct mode, whose CRC the viper kernel plain_line checks as a machine word. "
+        "Once per line, on a path that allocates anyway (bytes(line[:k]), '%08x' %, split, decode).",
     # -- once per command (mode entry, transfers, hello): not the hot path -------------------------------
     ("firmware/protocol.py", "write_frame", "binascii.crc32("):
         "CRC-32 of the hello frame (boot and `hello` only); that path builds ~3.7 KB of JSON anyway.",
@@ -57,9 +58,10 @@ HOT = {
     "firmware/mlp.py": ["Model.infer_q"],
     "firmware/mlp.py<exec>": ["layer"],  # the plain kernel, once
     "firmware/telemetry.py": ["Telemetry.emit", "Port.send", "Port.pump", "Port.ack", "Port.log"],
-    "firmware/protocol.py": ["FrameWriter.pack", "CommandReader.feed", "CommandReader._finish"],
-    "firmware/commands.py": ["Commands.feed", "Commands.run", "Commands.set", "Transfer.put", "Commands.mtest",
-                             "Commands.mtime"],
+    "firmware/protocol.py": ["FrameWriter.pack", "CommandReader.feed_each", "CommandReader.take", "CommandReader.finish",
+                             "CommandReader._finish"],
+    "firmware/commands.py": ["Commands.feed", "Commands.line", "Commands.repeats", "Commands.run",
+                             "Commands.set", "Transfer.put", "Commands.mtest", "Commands.mtime"],
 }
 # Branches worth seeing taken: the frame escaping loop, chirp's carry, sweep's stairs, a received byte.
 HOT_EXPRESSIONS = [
@@ -67,6 +69,8 @@ HOT_EXPRESSIONS = [
     ("firmware/programs.py", "Sine.step", "self.acc -= self.n"),
     ("firmware/programs.py", "Sine.step", "self.f += self.df"),
     ("firmware/loop.py", "Gen0.receive", "self.rx_bytes - (_MASK - n) - 1"),
+    ("firmware/protocol.py", "CommandReader.feed_each", "i << 8 | take"),  # received bytes copied by the kernel
+    ("firmware/commands.py", "Commands.line", "self.port.ack(seq, ack[0], ack[1])"),  # a `set` re-acked on the fast path
     ("firmware/loop.py", "Gen0.run", "self.overruns + 1"),
 ]
 
