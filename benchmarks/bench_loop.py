@@ -46,8 +46,10 @@ def measure(link, mode, seconds):
     """Figures of one mode over `seconds` of its running."""
     link.request(*[a.format(ms=int((seconds + 4) * 1000)) for a in MODES[mode]])
     time.sleep(1.0)  # the mode's first ticks, and the ack's bytes, out of the window
-    link.request_json("stages")
     before = link.request_json("status")
+    link.request_json("stages")
+    time.sleep(0.3)  # the ticks that ran those two commands (and their gc.collect) out of the window too
+    link.request_json("stages")  # (its own tick is the one whose time opens the next telemetry's busy_us)
     while not link.telemetry.empty():
         link.telemetry.get_nowait()
     end = time.monotonic() + seconds

@@ -105,8 +105,9 @@ def test_a_host_stall_holds_on_the_watchdog_then_the_replay_goes_on(recorded, ma
     assert any("watchdog" in m for m in said), said  # the board's LOG, shown
     s = load(rec.path)
     held = (s.columns["flags"].astype(int) & 1).astype(bool)
-    assert 30 < held.sum() < 90, held.sum()  # ~0.3 s of 200 Hz frames held, then it followed again
+    rate = s.header["hello"]["rate_hz"]
+    assert 0.15 * rate < held.sum() < 0.45 * rate, held.sum()  # ~0.3 s of frames held, then it followed again
     last = np.flatnonzero(held)[-1]
-    assert not held[last + 1:].any() and len(held) - last > 200
+    assert not held[last + 1:].any() and len(held) - last > rate
     end = np.stack([s.columns["shoulder_cmd_us"], s.columns["elbow_cmd_us"]], axis=1)[-1]
     assert (end == pulses[-1]).all()

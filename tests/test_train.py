@@ -19,14 +19,18 @@ from polyniod_firmware import features, mlp
 from host.collect import collect
 from host.errors import UserError
 from host.export.reference import Reference
+from host.firmware_files import load_robot
 from host.sessions import load
 from host.sim import VirtualGen0
 from host.train import checkpoint as ckpt
 from host.train.dataset import SPLIT_GAP, from_sessions, session_rows, task_for
 from host.train.fit import predict
 from host.train.pipeline import resume, train
+from host.train.tasks import ahead_ticks
 
 HOST = [sys.executable, "-m", "host"]
+RATE = load_robot()["loop"]["rate_hz"]  # the firmware's default loop rate
+AHEAD = ahead_ticks(RATE)  # the inverse model's target lies the servo's latency (50 ms) ahead
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +64,12 @@ def shifts(task):
 
 def test_inverse_rows_are_windows_of_consecutive_driven_ticks(session):
     task = inverse_task(session)
-    assert task.inputs == ["shoulder_deg", "shoulder_cmd_us@-1", "shoulder_target_deg@+10",
-                           "elbow_deg", "elbow_cmd_us@-1", "elbow_target_deg@+10"]  # 50 ms ahead at 200 Hz
+    assert task.inputs == ["shoulder_deg", "shoulder_cmd_us@-1", f"shoulder_target_deg@+{AHEAD}",
+                           "elbow_deg", "elbow_cmd_us@-1", f"elbow_target_deg@+{AHEAD}"]  # 50 ms ahead
     assert task.outputs == ["shoulder_cmd_us", "elbow_cmd_us"]
     rows = session_rows(session, task.inputs, task.outputs)
     x, y, anchors = rows["all"]
-    assert len(x) > 7000 and rows["dropped"]["nan"] == 0
+    assert len(x) > 35 * RATE and rows["dropped"]["nan"] == 0  # 40 s of the program
     c = session.columns
     for j, (column, k) in enumerate(shifts(task)):
         assert np.array_equal(np.hstack([x, y])[:, j], c[column][anchors + k]), (column, k)
@@ -124,8 +128,8 @@ def test_nan_rows_are_dropped_and_counted(session):
     session.columns["shoulder_deg"] = session.columns["shoulder_deg"].copy()
     session.columns["shoulder_deg"][r] = np.nan
     rows = session_rows(session, task.inputs, task.outputs)
-    assert rows["dropped"]["nan"] == 2  # anchored at r (deg) and r - 10 (target@+10)
-    assert np.array_equal(rows["all"][2], before[~np.isin(before, [r, r - 10])])
+    assert rows["dropped"]["nan"] == 2  # anchored at r (deg) and r - AHEAD (target@+AHEAD)
+    assert np.array_equal(rows["all"][2], before[~np.isin(before, [r, r - AHEAD])])
     data = from_sessions([session], task)
     assert data.dropped["nan"] == 2 and np.isfinite(data.x_train).all() and np.isfinite(data.x_val).all()
 
@@ -156,7 +160,7 @@ def test_inverse_learned_from_a_session_beats_the_baselines(session, tmp_path):
     blob = (tmp_path / "inv" / "model.bin").read_bytes()
     spec = mlp.parse(blob)
     assert spec.task == "inverse" and spec.inputs == m["inputs"] and spec.outputs == m["outputs"]
-    assert spec.meta["rate_hz"] == 200 and spec.meta["ahead"] == 10 and f"{spec.model_id:08x}" == m["model_id"]
+    assert spec.meta["rate_hz"] == RATE and spec.meta["ahead"] == AHEAD and f"{spec.model_id:08x}" == m["model_id"]
 
 
 def test_sin_reaches_its_stated_error_and_the_directory_round_trips(tmp_path):

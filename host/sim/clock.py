@@ -3,11 +3,17 @@
 The unix MicroPython VM runs ~30x faster than an ESP32, so a clock that only
 counted real time would make every busy-time figure and every loop rate look
 30x better than a board's. The supervisor keeps the virtual Gen0's clock
-instead; every clock read, sleep and pin call is a round trip to it.
+instead; every sleep and pin call is a round trip to it (a clock read only when
+the VM cannot work it out itself: shim/gen0bus.py, clock()).
 
     ESP32 time += factor(MHz) x the firmware's work since the last call     billed
                 + the call's modeled duration (ADC, I2C, PWM, ticks_us)     board.cost_us
                 + sleeps
+
+- Work is counted as the VM would have done it with warm caches (warm()): every
+  stretch starts right after a call or a sleep, when the host has had the VM's
+  core, and its first tens of µs run several times slower than the hot loops the
+  factor was measured with. The first boot measures by how much.
 
 - The firmware's work: each request carries how long the VM ran since its previous
   call returned, by its own µs clock, less the shim's own Python around a call
