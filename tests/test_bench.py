@@ -9,7 +9,7 @@ from host.commands import monitor
 from host.deploy import deploy, read_blob
 from host.link.client import Link
 from polyniod_firmware import protocol as P
-from tests.test_firmware_units import ROBOT, acks_of, command_lines, frames_of, run_on_vm
+from tests.test_firmware_units import RATE, ROBOT, acks_of, command_lines, frames_of, run_on_vm
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 WIRE_BYTES_PER_FRAME = 48.08  # Gen0's telemetry frame with its FLAGs and escapes (FIRMWARE.md, frame budget)
@@ -77,7 +77,7 @@ def test_bench_measures_the_loop_the_link_the_model_and_the_transfer(gen0, capsy
     rows = dict(line.split(None, 1) for line in text.splitlines() if line.split(None, 1)[0] in ("cpu", "busy_us", "stages", "inference"))
     assert rows["cpu"].startswith(gen0.cpu.describe()) and "the us below are an ESP32's" in rows["cpu"], rows
     assert all("(ESP32 us, virtual Gen0)" in rows[k] or "; ESP32 us, virtual Gen0)" in rows[k] for k in rows if k != "cpu"), rows
-    assert "Hz achieved of 200 Hz configured" in text and "sense " in rows["stages"] and "tick " in rows["stages"], text
+    assert f"Hz achieved of {RATE} Hz configured" in text and "sense " in rows["stages"] and "tick " in rows["stages"], text
 
 
 def test_bench_says_the_us_are_the_vms_own_on_a_virtual_gen0_at_host_speed(make_sim, capsys):

@@ -110,7 +110,7 @@ def test_cable_pulled_keeps_the_session(make_sim, tmp_path):
     assert f"lost the connection to {gen0.port}" in line and f"session kept: {path}" in line, line
     assert "incomplete" in line
     s = load(path)
-    assert not s.complete and "lost the connection" in s.end["reason"] and len(s) > 100
+    assert not s.complete and "lost the connection" in s.end["reason"] and len(s) > RATE // 2
     assert f"{len(s)} frames" in line
 
 
@@ -174,7 +174,7 @@ def test_device_reset_starts_a_new_segment(gen0, tmp_path):
     s = load(rec.path)
     assert s.complete and len(s.segments) == 2 and s.stats["drops"] == 0
     first, second = s.segments
-    assert first["frames"] > 150 and second["frames"] > 150
+    assert first["frames"] > 0.75 * RATE and second["frames"] > 0.75 * RATE  # ~1 s and ~2 s of frames
     assert second["hello"]["schema"] == first["hello"]["schema"]
     rows = s.columns["segment"] == 1
     assert (s.columns["mode"][rows] == 0).all()  # the program did not survive the reset: idle

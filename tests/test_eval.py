@@ -9,6 +9,7 @@ import pytest
 
 from host.evaluate import STEP_SIZES, TRAJECTORIES, trajectories
 from host.sessions import load
+from tests.test_firmware_units import RATE
 from tests.test_host_commands import host, one_line_error
 
 SMALL = ["--collect", "20", "--epochs", "30", "--seconds", "3", "--trajectories", "steps,random"]
@@ -45,7 +46,7 @@ def test_eval_without_a_model_runs_naive_and_linear_and_says_so(gen0, tmp_path):
     assert (tmp_path / "eval.png").stat().st_size > 10000
     for run in result["runs"]:
         s = load(run["session"])  # each run is a session, complete, nothing lost
-        assert s.complete and s.stats["drops"] == 0 and run["ticks"] == 500
+        assert s.complete and s.stats["drops"] == 0 and run["ticks"] == round(2.5 * RATE)
         header = s.header["eval"]
         assert header["trajectory"] == "sines" and header["controller"] == run["controller"]
         c = s.columns  # the figures are the session's: recompute them
@@ -79,7 +80,7 @@ def test_demo_pipeline_at_small_scale_learns_a_controller_that_beats_the_naive_m
     # every artefact in the one run directory
     excitation, validation = (load(out / "sessions" / f"{n}.session") for n in ("excitation", "validation"))
     for s, programs, seconds in ((excitation, ["chirp", "steps"], 16), (validation, ["steps"], 4)):
-        assert s.complete and s.stats["drops"] == 0 and len(s) > 0.9 * seconds * 200
+        assert s.complete and s.stats["drops"] == 0 and len(s) > 0.9 * seconds * RATE
         assert [m["program"] for _, m in s.markers if m["event"] == "program started"] == programs
     roles = {x["name"]: x["role"] for x in json.loads((out / "model" / "metrics.json").read_text())["sessions"]}
     assert roles == {"excitation": "train", "validation": "val"}  # validated on a session it did not train on
@@ -97,7 +98,7 @@ def test_demo_pipeline_at_small_scale_learns_a_controller_that_beats_the_naive_m
     report = (out / "report.md").read_text()
     assert "| learned MLP (int8, on the robot) |" in report and "![target vs measured per controller](eval.png)" in report
     assert "host demo --seed 3 --collect 20 --epochs 30 --seconds 3" in report  # how to reproduce it
-    assert facts["train"]["rows"]["train"] > 2000
+    assert facts["train"]["rows"]["train"] > 12 * RATE  # 16 s of excitation
 
 
 def test_demo_refuses_a_run_directory_in_use(tmp_path):

@@ -25,6 +25,7 @@ from tests.mpvm import MicroPythonError, run_micropython
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
 ROBOT = json.loads((FIRMWARE.parent / "hardware" / "gen0.json").read_text())
 JOINTS = ROBOT["joints"]
+RATE = ROBOT["loop"]["rate_hz"]  # the firmware's default loop rate
 
 BENCH_MACHINE = '''
 class Pin:

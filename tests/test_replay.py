@@ -39,12 +39,14 @@ def test_offline_replay_statistics_and_plot(recorded, tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     stats = json.loads(proc.stdout)
-    assert stats["frames"] == len(recorded) > 700 and stats["segments"] == 1 and stats["complete"]
+    rate = recorded.header["hello"]["rate_hz"]
+    assert stats["frames"] == len(recorded) > 3 * rate and stats["segments"] == 1 and stats["complete"]
     assert stats["played"]["frames"] == sum(recorded.stats["frames"].values())  # every stored frame went through
     assert stats["drops"] == 0 and stats["crc_errors"] == 0
-    assert 150 < stats["rate_hz"] <= 201 and 4.0 < stats["duration_s"] < 5.5, stats  # the hellos hold the loop
+    assert 0.75 * rate < stats["rate_hz"] <= 1.01 * rate and 4.0 < stats["duration_s"] < 5.5, stats  # hellos hold the loop
     loop = stats["interval_us"]
-    assert loop["nominal"] == 5000 and 4990 < loop["mean"] < 6500 and loop["p99"] < 20000, loop
+    nominal = 1e6 / rate
+    assert loop["nominal"] == nominal and 0.998 * nominal < loop["mean"] < 1.6 * nominal and loop["p99"] < 4 * nominal, loop
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000
     width, height = struct.unpack(">II", data[16:24])

@@ -75,7 +75,7 @@ def record_live(gen0, directory, header=None, connect=True, seconds=2.0):
 
 def assert_loaded_as_live(s, live, schema):
     telemetry = [(t, f) for t, f in live if f[0] == P.T_TELEMETRY and len(f[3]) == schema.size]
-    assert len(telemetry) > 100 and len(s) == len(telemetry) and s.stats["undecoded_frames"] == 0
+    assert len(telemetry) > 50 and len(s) == len(telemetry) and s.stats["undecoded_frames"] == 0
     assert np.array_equal(s.columns["t_host"], [t for t, _ in telemetry])  # the same reads, the same floats
     assert np.array_equal(s.columns["seq"] & 0xFFFF, [f[1] for _, f in telemetry])
     assert np.array_equal(s.columns["t"], np.array(P.unwrap_ticks([f[2] for _, f in telemetry])) / 1e6)
@@ -98,7 +98,7 @@ def test_live_recording_loads_exactly_as_the_link_decoded_it(gen0, tmp_path):
 def test_corrupted_link_bytes_load_exactly_as_the_link_saw_them(make_sim, tmp_path):
     _, _, clean = record_live(make_sim(preload=True), tmp_path, seconds=0)
     noisy = make_sim(preload=True, corrupt=0.01, seed=5)  # ~40% of frames hit: no 3 kB hello gets through
-    s, live, link = record_live(noisy, tmp_path, {"hello": clean.hello}, connect=False)
+    s, live, link = record_live(noisy, tmp_path, {"hello": clean.hello}, connect=False, seconds=5.0)  # it boots first
     assert_loaded_as_live(s, live, clean.schema)
     assert s.stats["crc_errors"] == link.decoder.crc_errors > 50 and s.stats["garbage_bytes"] == link.decoder.garbage
     assert s.stats["drops"] > 50 and s.segments[0]["hello"] == clean.hello

@@ -191,7 +191,7 @@ def test_model_inputs_are_the_signals_and_offsets_their_names_say(tmp_path):
     body = ("import loop, config\nr = loop.Gen0(config.load())\nr.send_hello()\n"
             "r.modes[r.mode_names.index('track')].load(%r)\nr.run(3)\n"
             "r.commands.feed(%r, %d)\nr.run(330)\n") % (data, line, len(line))
-    robot = dict(ROBOT, loop=dict(ROBOT["loop"], rate_hz=1000))
+    robot = dict(ROBOT, loop=dict(ROBOT["loop"], rate_hz=1000), link={"baud": 0})  # every tick's frame: no UART
     frames = frames_of(run_on_vm(tmp_path, body, robot=robot))
     assert acks_of(frames)[1][0] == P.E_OK
     schema = TelemetrySchema.from_hello(json.loads(next(f[3] for f in frames if f[0] == P.T_HELLO)))
