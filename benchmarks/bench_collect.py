@@ -2,8 +2,9 @@
 the decode speed of what was stored, and its bytes per frame against Edge Impulse-style text lines.
 
 Two boards, each a `host sim` process of its own (so the recorder here does not share a GIL with
-the VM's supervisor): the stock 200 Hz at 115200 baud, and the fastest loop the firmware allows
-(`rate` caps it at 1000 Hz) on a 921600-baud link. Each runs the steps program for --seconds.
+the VM's supervisor): the default rate (robot.json) at 115200 baud, and the fastest loop the firmware
+allows (`rate` caps it at 1000 Hz; an ESP32-paced board holds far less, FIRMWARE.md) on a 921600-baud
+link. Each runs the steps program for --seconds.
 
 Usage: python benchmarks/bench_collect.py [--seconds 10] [--json]
 """

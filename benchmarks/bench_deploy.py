@@ -7,10 +7,10 @@
   costs ~50 ms where its line needs ~14 ms of link time.
 - Loop cost: median busy_us of track mode with controller=naive and controller=model (the
   Gen0-sized 6-32-32-2 inverse model): the difference is the model's share of a tick (inputs
-  quantised in place, infer_q, outputs to pulses). On the virtual Gen0 at 200 Hz (with its
-  modeled peripheral times; noisy on a busy host) and on the bare VM with integer stand-ins for
-  the peripherals (test_firmware_units' BENCH_MACHINE; steady). Both run the unix VM on x86-64;
-  an ESP32 is ~15-20x slower per bytecode op (MLP.md).
+  quantised in place, infer_q, outputs to pulses). On the virtual Gen0 at 200 Hz (at an ESP32's
+  pace: host/sim/SIM.md; noisy on a busy host) and on the bare VM with integer stand-ins for
+  the peripherals (test_firmware_units' BENCH_MACHINE; steady, the VM's own speed: an ESP32 is
+  ~30x slower per bytecode op, ~40x in viper, REFERENCE.md).
 - RAM: gc.mem_free() before/after models.Store.boot() of each blob on the VM (64-bit objects:
   an ESP32 takes about half, except the blob's bytes).
 

@@ -226,6 +226,8 @@ class Link:
     def connect(self, timeout=2.0, start=True):
         """Ask for the hello, check versions; start the firmware if the board sits at the REPL."""
         hello = self._ask_hello(timeout)
+        if hello is None and self.decoder.frames:  # our firmware streams but did not answer yet: a board still
+            hello = self._ask_hello(2 * timeout)  # booting (an ESP32 compiles .py modules), a busy host under a sim
         if hello is None and start and self._looks_like_micropython():
             self._soft_reset()
             hello = self._wait_hello(timeout + 3.0) or self._ask_hello(timeout)
