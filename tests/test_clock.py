@@ -16,6 +16,7 @@ from host.sim.bus import ADC, CLOCK, GC, SLEEP
 def billing(cpu=C.ESP32, speed=0, shim=None):
     """A clock whose VM is up and billed, with no kernel figures (a VM on a non-Linux host)."""
     clock = C.BoardClock(cpu, speed)
+    clock.cold = None  # no cold-cache correction (a process that booted a board before has one)
     clock.shim_us.update(shim or {})
     clock.ready()
     clock._billing = True
@@ -59,6 +60,7 @@ def test_host_model_and_free_cpu():
     host.call(CLOCK, 100, 0)
     assert host.now() - t == pytest.approx(100)
     free = C.BoardClock(C.cpu_model("esp32", 0), speed=0)
+    free.cold = None
     free.ready()
     assert not free._billing  # factor 0: the VM's work costs no board time, runs repeat exactly
     free.call(CLOCK, 1000, 2.5)
@@ -100,6 +102,7 @@ def test_a_sleep_cut_short_does_not_move_the_clock_ahead():
 
 def test_calibration_takes_the_shims_mean_and_the_calls_least_cpu():
     clock = C.BoardClock(C.ESP32, speed=0)
+    clock.cold = None
     samples = [(w, (c, 0)) for w, c in ((1, 10_000), (2, 22_000), (1, 33_000), (2, 63_000), (1, 72_000), (50, 81_500))]
     feed = iter(samples)
     clock._sample = lambda: next(feed)[1]
@@ -135,3 +138,10 @@ def test_cpu_model_options_give_one_line_errors():
     for bad in (("arm", None), ("esp32", -1), ("esp32", float("nan")), ("esp32", float("inf")), ("host", 30)):
         with pytest.raises(ValueError, match="--cpu"):
             C.cpu_model(*bad)
+
+
+def test_cold_caches_cost_a_long_stretch_their_micro_seconds_once_and_a_short_one_its_ratio():
+    clock = billing()
+    clock.cold = (30.0, 4.0)
+    assert clock.warm(5000) == 4970 and clock.warm(60) == 30 and clock.warm(8) == 2
+    assert all(clock.warm(w) <= clock.warm(w + 1) for w in range(0, 200))  # monotonic: local clock reads agree

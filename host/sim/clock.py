@@ -119,7 +119,7 @@ print('best', best)
 REF_WORKLOAD_US = 545  # its median on the reference machine (2026-12; 16 runs: 526-559 typical, 387-635 seen)
 REF_SPREAD = (0.6, 1.6)  # host speed ratios treated as the reference machine's own (its cores: 1.4x apart)
 _speeds = {}
-
+_host_cold = None  # the first calibration in this process: a property of the host, kept for every board after
 
 def host_speed(exe):
     """How fast this host's VM runs MicroPython relative to the reference machine (1.0 within its spread)."""
@@ -195,7 +195,7 @@ class BoardClock:
         self.lock = threading.Lock()
         self.shim_us = {}  # op -> the shim's own µs around a call of that kind (mean)
         self.floor_us = {}  # op -> the least VM CPU µs a call of that kind was seen to cost
-        self.cold = None  # (µs, ratio): how the VM runs a stretch after a call, caches cold (first boot's calibration)
+        self.cold = _host_cold  # (µs, ratio): how the VM runs a stretch after a sleep, caches cold (warm())
         self.billed_us = 0.0  # ESP32 µs of firmware work billed so far (work x factor)
         self.work_us = 0.0  # VM µs of firmware work billed so far
         self.paced_us = 0.0  # wall µs the VM was made to wait to keep the board's pace
@@ -329,7 +329,8 @@ class BoardClock:
                     self.floor_us[op] = cpu[len(cpu) // 20]
             self._cal, self._cal_prev = {}, None
             if cold_ratio:
-                self.cold = (cold_us or 0.0, cold_ratio)
+                global _host_cold
+                self.cold = _host_cold = (cold_us or 0.0, cold_ratio)
             return self.shim_us.get(CLOCK_OP, 0.0)
 
     def warm(self, work_us):

@@ -83,7 +83,7 @@ class EspModule:
 
 
 CALIBRATION_CALLS = 48  # per kind of call
-COLD_RUNS = 12  # stretches of each size timed after a tick-long sleep
+COLD_RUNS = 16  # stretches of each size timed after a tick-long sleep (once per host process)
 COLD_SLEEP_US = 6000
 
 
