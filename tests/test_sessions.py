@@ -6,6 +6,7 @@ import json
 import os
 import random
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -422,3 +423,95 @@ def test_command_errors_are_one_line(tmp_path):
     record(tmp_path, reads(2), name="ok")
     assert "cannot write" in one_line_error(host("export", "ok", "--csv", str(tmp_path / "no" / "dir" / "x.csv"), env=env))
     assert host("sessions", "--dir", str(tmp_path / "none")).stdout.startswith("no sessions in")
+
+
+# -- where `host export --csv` writes: through symlinks, into FIFOs and devices, to stdout ------------
+
+def export(capsys, *args):
+    """`host export ...` in-process: (exit code, stdout, stderr)."""
+    from host.cli import main
+
+    code = main(["export", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_line(code, err):
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def csv_of(directory, name):
+    s = load(directory / f"{name}.session")
+    return ["t[s]", "t_host[s]", "seq", "segment", "a_deg[deg]", "n"], len(s)
+
+
+def test_export_writes_through_a_symlink_to_its_target(tmp_path, capsys):
+    record(tmp_path, reads(5), name="ok")
+    target = tmp_path / "real.csv"
+    target.write_text("old\n")
+    target.chmod(0o600)
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    code, out, err = export(capsys, "ok", "--dir", str(tmp_path), "--csv", str(link))
+    assert code == 0, err
+    assert link.is_symlink() and os.readlink(link) == str(target)  # the link is still a link ...
+    rows = list(csv.reader(target.open()))  # ... and its target got the CSV, keeping its permissions
+    assert rows[0] == csv_of(tmp_path, "ok")[0] and len(rows) == 6
+    assert (target.stat().st_mode & 0o777) == 0o600
+    dangling = tmp_path / "dangling.csv"
+    dangling.symlink_to(tmp_path / "made.csv")
+    code, out, err = export(capsys, "ok", "--dir", str(tmp_path), "--csv", str(dangling))
+    assert code == 0, err
+    assert dangling.is_symlink() and (tmp_path / "made.csv").read_text().startswith("t[s],")
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_export_into_a_fifo_writes_directly_and_refuses_one_nobody_reads(tmp_path, capsys):
+    record(tmp_path, reads(5), name="ok")
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    t0 = time.monotonic()
+    code, out, err = export(capsys, "ok", "--dir", str(tmp_path), "--csv", str(fifo))
+    assert "nothing is reading" in error_line(code, err) and time.monotonic() - t0 < 5  # no wait for a reader
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    time.sleep(0.2)  # the reader is blocked in open(): it counts as the FIFO's reader
+    code, out, err = export(capsys, "ok", "--dir", str(tmp_path), "--csv", str(fifo))
+    reader.join(10)
+    assert code == 0, err
+    assert got and got[0].decode().splitlines()[0] == ",".join(csv_of(tmp_path, "ok")[0])
+    assert len(got[0].decode().splitlines()) == 6 and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_export_into_a_device_writes_directly_and_reports_a_full_one(tmp_path, capsys):
+    record(tmp_path, reads(5), name="ok")
+    full, null = tmp_path / "full", tmp_path / "null"
+    try:  # copies of /dev/full and /dev/null (root only): the real ones must never be at risk
+        os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("making device nodes needs root")
+    code, out, err = export(capsys, "ok", "--dir", str(tmp_path), "--csv", str(full))
+    assert "No space left" in error_line(code, err)
+    assert stat.S_ISCHR(os.lstat(full).st_mode)  # the node is still there
+    code, out, err = export(capsys, "ok", "--dir", str(tmp_path), "--csv", str(null))
+    assert code == 0, err
+    assert stat.S_ISCHR(os.lstat(null).st_mode) and os.lstat(null).st_rdev == os.makedev(1, 3)
+
+
+def test_export_to_stdout(tmp_path, capsys):
+    record(tmp_path, reads(5), name="ok")
+    code, out, err = export(capsys, "ok", "--dir", str(tmp_path), "--csv", "-")
+    assert code == 0, err
+    rows = list(csv.reader(out.splitlines()))
+    assert rows[0] == csv_of(tmp_path, "ok")[0] and len(rows) == 6  # stdout holds the CSV only
+    assert "wrote 5 rows" in err and not (tmp_path / "-").exists()
+    code, out, err = export(capsys, "ok", "--dir", str(tmp_path), "--csv", "-", "--json")
+    assert "--json" in error_line(code, err) and not out
+    code, out, err = export(capsys, "ok", "--dir", str(tmp_path), "--csv", str(tmp_path))
+    assert "is a directory" in error_line(code, err)
