@@ -11,8 +11,12 @@ try:
     from micropython import const
 
     import emit
+
+    _HOST = False
 except ImportError:  # CPython
     from . import emit
+
+    _HOST = True  # the host: FrameDecoder's bulk paths (after the class)
 
     def const(x):
         return x
@@ -353,9 +357,12 @@ class FrameWriter:
 class FrameDecoder:
     """Splits the device's byte stream into frames; counts and skips everything else, never raises.
 
-    feed() returns [(ftype, seq, t_us, payload)] for each intact frame of our version. A stretch
-    between FLAGs that fails to decode counts as a damaged frame when its first byte carries our
-    version nibble, otherwise as text (REPL output, tracebacks), kept for take_text().
+    feed() returns [(ftype, seq, t_us, payload)] for each intact frame of our version. Every stretch
+    between two FLAGs stands alone (PROTOCOL.md "Decoding"): a frame on its own CRC, and what fails
+    counts as a damaged frame when its first byte carries our version nibble, otherwise as text
+    (REPL output, tracebacks), kept for take_text(). The stretch before the stream's first FLAG is
+    where the port was opened: one that fails counts in partial_start, not as damage. Frames,
+    counters and text do not depend on how reads split the stream, nor on when take_text() is called.
     feed_runs() returns the same frames unparsed, in bulk, for loading stored sessions fast.
     """
 
@@ -368,12 +375,14 @@ class FrameDecoder:
         self.version_errors = 0  # intact frames of another protocol version
         self.peer_version = None  # the version those frames carried
         self.short = 0
+        self.partial_start = 0  # 1 when the stream began inside a frame (the port opened mid-frame)
+        self._synced = False  # a FLAG has been seen
         self._tail = bytearray()  # bytes after the last FLAG
+        self._shown = 0  # how many of them take_text() has handed out already (an unfinished text stretch)
         self._mode = _BUFFER
         self._text = bytearray()
-        self._runs = {}  # (frame size, count) -> what a run of them must look like, see _expected
 
-    def feed(self, data):
+    def _feed_plain(self, data):
         """Frames completed by these bytes; partial ones wait for the next call."""
         out = []
         for size, run in self.feed_runs(data):
@@ -382,39 +391,51 @@ class FrameDecoder:
                 out.append((byte0 & 15, seq, t_us, run[o + HEADER_SIZE:o + size - 4]))
         return out
 
+    feed = _feed_plain  # the host's is _feed_bulk (below): the same frames, unpacked at C speed
+
     def feed_runs(self, data):
         """feed()'s frames unstuffed and checked but not unpacked: [(size, run)], in stream order, where
         run holds len(run) // size consecutive frames (header, payload, crc32) of `size` bytes each."""
         out = []
         data = bytes(data)
         first_flag = data.find(_FLAG_B)
-        if first_flag >= 0:
-            first = data[:first_flag]
-            if self._mode == _BUFFER:
-                if self._tail:
-                    first = bytes(self._tail) + first
-                    self._tail = bytearray()
-                if first:
-                    self._part(first, out)
-            elif self._mode == _TEXT and first:
-                self._keep_text(first)
-            self._mode = _BUFFER
-            last_flag = data.rfind(_FLAG_B)
-            if last_flag > first_flag + 1:
-                self._between(data[first_flag + 1:last_flag], out)
-            data = data[last_flag + 1:]
-        self._grow(data)
+        if first_flag < 0:
+            self._grow(data)
+            return out
+        first = data[:first_flag]  # ends the stretch the last call left unfinished
+        if self._mode == _BUFFER:
+            shown = self._shown
+            if self._tail:
+                first = bytes(self._tail) + first
+                self._tail = bytearray()
+                self._shown = 0
+            if first:
+                raw = self._check(first, shown)
+                if raw is not None:
+                    out.append((len(raw), raw))
+        elif self._mode == _TEXT and first:
+            self._keep_text(first)
+        self._mode = _BUFFER
+        self._synced = True
+        last_flag = data.rfind(_FLAG_B)
+        if last_flag > first_flag + 1:
+            self._middle(data[first_flag + 1:last_flag], out)
+        self._grow(data[last_flag + 1:])
         return out
 
     def take_text(self):
-        """Text received outside frames since the last call (the newest 4 KB), as bytes."""
-        if self._mode == _BUFFER and self._tail and self._tail[0] & 0xF0 != _V4:
-            self._mode = _TEXT  # commit the unfinished stretch as text so a crash report shows now
-            self._keep_text(self._tail)
-            self._tail = bytearray()
-        text = bytes(self._text[-_TEXT_KEEP:])
+        """Text received outside frames since the last call (the newest 4 KB), as bytes.
+
+        An unfinished stretch that does not start like one of our frames is handed out as it comes,
+        so a crash report shows without waiting for a FLAG; it is counted (garbage) once it ends, as
+        text -- or not, when it ends as an intact frame of another version."""
+        text = self._text
+        tail = self._tail
+        if self._mode == _BUFFER and len(tail) > self._shown and tail[0] & 0xF0 != _V4:
+            text += tail[self._shown:]
+            self._shown = len(tail)
         self._text = bytearray()
-        return text
+        return bytes(text[-_TEXT_KEEP:])
 
     def _grow(self, chunk):
         if not chunk or self._mode == _SKIP:
@@ -423,89 +444,57 @@ class FrameDecoder:
             self._keep_text(chunk)
             return
         self._tail += chunk
-        if len(self._tail) > _MAX_STUFFED:  # no frame is this long: decide by the first byte, as _part does
+        if len(self._tail) > _MAX_STUFFED:  # no frame is this long: decided now, as _check would
             if self._tail[0] & 0xF0 == _V4:
-                self.oversize += 1
+                if not self._damaged():
+                    self.oversize += 1
                 self._mode = _SKIP
             else:
                 self._mode = _TEXT
-                self._keep_text(self._tail)
+                self._keep_text(self._tail, self._shown)
             self._tail = bytearray()
+            self._shown = 0
 
-    def _between(self, middle, out):
-        """The stretches between a chunk's first and last FLAG. Frames that each come between their own
-        pair of FLAGs (as the device sends them) are checked as one run; anything else is taken apart."""
-        whole = middle.replace(_FLAG_B, b"")
-        flags = len(middle) - len(whole)
-        if not flags & 1 and self._run(whole, flags // 2 + 1, out):
-            return
-        parts = list(filter(None, middle.split(_FLAG_B)))
-        sizes = [len(p) - p.count(_ESC_B) for p in parts]  # unstuffed sizes, if the escapes are sound
-        i = 0
-        while i < len(parts):
-            j = i + 1
-            while j < len(parts) and sizes[j] == sizes[i]:
-                j += 1
-            if j - i == 1 or not self._run(b"".join(parts[i:j]), j - i, out):
-                for k in range(i, j):
-                    self._part(parts[k], out)
-            i = j
+    def _middle_plain(self, middle, out):
+        """The stretches between a chunk's first and last FLAG, each checked alone; the intact frames
+        go out in runs of one size."""
+        size = run = None
+        for part in middle.split(_FLAG_B):
+            if part:
+                raw = self._check(part)
+                if raw is None:
+                    continue
+                if len(raw) == size:
+                    run += raw
+                    continue
+                if run is not None:
+                    out.append((size, bytes(run)))
+                size, run = len(raw), bytearray(raw)
+        if run is not None:
+            out.append((size, bytes(run)))
 
-    def _run(self, stuffed, n, out):
-        """Accept these stuffed stretches as n frames of one size if all of them are intact.
+    _middle = _middle_plain  # the host's is _middle_bulk (below): the same checks, at C speed
 
-        crc32 is affine, so a frame followed by its own crc32 moves the CRC register the same way
-        whatever its content: n intact frames of one size end at one value (see _expected).
-        Damage anywhere in the run changes it, as it would change a single frame's check.
-        """
-        run = _unstuff(stuffed) if ESC in stuffed else stuffed
-        if run is None:
-            return False
-        size, rest = divmod(len(run), n)
-        if rest or not OVERHEAD <= size <= MAX_FRAME:
-            return False
-        crc, firsts = self._expected(size, n)
-        if binascii.crc32(run) != crc:
-            return False
-        for byte0 in set(struct.unpack_from(firsts, run)):
-            if byte0 >> 4 != PROTOCOL_VERSION:
-                return False
-        self.frames += n
-        out.append((size, run))
-        return True
-
-    def _expected(self, size, n):
-        """(crc32 of n intact frames of `size` bytes back to back, struct format of their first bytes)."""
-        key = (size, n)
-        expected = self._runs.get(key)
-        if expected is None:
-            zeros = bytes(size)
-            base = _RESIDUE ^ binascii.crc32(zeros)  # crc32(frame, c) == base ^ crc32(zeros, c) for any intact frame
-            crc = 0
-            for _ in range(n):
-                crc = base ^ binascii.crc32(zeros, crc)
-            if len(self._runs) >= 256:  # noise makes odd (size, n) pairs: keep the cache small
-                self._runs = {}
-            expected = self._runs[key] = (crc, "B%dx" % (size - 1) * n)
-        return expected
-
-    def _part(self, part, out):
-        if len(part) > _MAX_STUFFED:
-            if part[0] & 0xF0 == _V4:
-                self.oversize += 1
-            else:
-                self._keep_text(part)
-            return
-        raw = _unstuff(part) if ESC in part else part
-        if raw is not None and OVERHEAD <= len(raw) <= MAX_FRAME and binascii.crc32(raw) == _RESIDUE:
-            if raw[0] & 0xF0 == _V4:
-                self.frames += 1
-                out.append((len(raw), raw))
-            else:
+    def _check(self, part, shown=0):
+        """A stretch between FLAGs (stuffed, non-empty): its frame (header, payload, crc) when it is
+        intact and of our version, else None, counted as PROTOCOL.md "Decoding" says, in that order.
+        shown: how many of its first bytes take_text() handed out already."""
+        raw = None
+        if len(part) <= _MAX_STUFFED:
+            raw = _unstuff(part) if ESC in part else part
+            if raw is not None and OVERHEAD <= len(raw) <= MAX_FRAME and binascii.crc32(raw) == _RESIDUE:
+                if raw[0] & 0xF0 == _V4:
+                    self.frames += 1
+                    return raw
                 self.version_errors += 1
                 self.peer_version = raw[0] >> 4
-        elif part[0] & 0xF0 != _V4:
-            self._keep_text(part)
+                return None
+        if part[0] & 0xF0 != _V4:
+            self._keep_text(part, shown)
+        elif self._damaged():
+            pass
+        elif len(part) > _MAX_STUFFED:
+            self.oversize += 1
         elif raw is None:
             self.bad_escape += 1
         elif len(raw) < OVERHEAD:
@@ -514,10 +503,19 @@ class FrameDecoder:
             self.oversize += 1
         else:
             self.crc_errors += 1
+        return None
 
-    def _keep_text(self, data):
+    def _damaged(self):
+        """A damaged frame: True when it is the stream's first stretch (the port opened inside a frame,
+        which is no damage), counted in partial_start."""
+        if self._synced:
+            return False
+        self.partial_start += 1
+        return True
+
+    def _keep_text(self, data, shown=0):
         self.garbage += len(data)
-        self._text += data
+        self._text += data[shown:] if shown else data
         if len(self._text) > 2 * _TEXT_KEEP:
             self._text = self._text[-_TEXT_KEEP:]
 
@@ -526,6 +524,65 @@ def _unstuff(stuffed):
     """The bytes before stuffing, or None when an escape is malformed (each ESC must have consumed one byte)."""
     raw = stuffed.replace(b"\x7d\x5e", _FLAG_B).replace(b"\x7d\x5d", _ESC_B)
     return raw if len(stuffed) - len(raw) == stuffed.count(_ESC_B) else None
+
+
+if _HOST:  # CPython: the same decoding, with the per-frame work done by C loops (map, bytes, struct)
+    from itertools import groupby, repeat
+    from operator import itemgetter
+
+    _FIRST = itemgetter(0)
+    _TYPES = bytes(range(16)) * 16  # byte0 -> its frame type
+    _SEQ_T = struct.Struct("<HI")
+    _UNPACKERS = {}  # frame size -> iter_unpack of (type, seq, t_us, payload) frames of that size
+
+    def _middle_bulk(self, middle, out):
+        """_middle_plain's frames and counters: every stretch is still checked alone, on its own CRC, but
+        in C. Anything short of all intact frames of our version goes to _middle_plain, which says what."""
+        parts = middle.split(_FLAG_B)
+        flags = len(parts) - 1
+        parts = list(filter(None, parts))
+        if not parts:
+            return
+        esc = middle.count(_ESC_B)
+        raws = parts
+        if esc:
+            raws = list(map(bytes.replace, map(bytes.replace, parts, repeat(b"\x7d\x5e"), repeat(_FLAG_B)),
+                            repeat(b"\x7d\x5d"), repeat(_ESC_B)))
+        sizes = list(map(len, raws))
+        # Each sound escape removes one byte, a malformed one none (as _unstuff), so the bytes removed in all
+        # add up to the ESC count only when every stretch's escapes are sound. Then every size, every CRC,
+        # every version nibble.
+        if (len(middle) - flags - sum(sizes) == esc and min(sizes) >= OVERHEAD and max(sizes) <= MAX_FRAME
+                and list(map(binascii.crc32, raws)).count(_RESIDUE) == len(raws)):
+            firsts = bytes(map(_FIRST, raws))
+            if min(firsts) >= _V4 and max(firsts) <= _V4 | 15:
+                self.frames += len(raws)
+                if min(sizes) == max(sizes):
+                    out.append((sizes[0], b"".join(raws)))
+                else:
+                    for size, run in groupby(raws, len):
+                        out.append((size, b"".join(run)))
+                return
+        self._middle_plain(middle, out)
+
+    def _feed_bulk(self, data):
+        """Frames completed by these bytes; partial ones wait for the next call."""
+        out = []
+        for size, run in self.feed_runs(data):
+            if len(run) == size:
+                seq, t_us = _SEQ_T.unpack_from(run, 1)
+                out.append((run[0] & 15, seq, t_us, run[HEADER_SIZE:-4]))
+                continue
+            unpack = _UNPACKERS.get(size)
+            if unpack is None:
+                unpack = _UNPACKERS[size] = struct.Struct("<BHI%ds4x" % (size - OVERHEAD)).iter_unpack
+            run = bytearray(run)
+            run[::size] = run[::size].translate(_TYPES)  # each frame's byte0 -> its type
+            out += unpack(run)
+        return out
+
+    FrameDecoder._middle = _middle_bulk
+    FrameDecoder.feed = _feed_bulk
 
 
 def ack_payload(cmd_seq, code, data=b""):

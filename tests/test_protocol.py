@@ -3,6 +3,7 @@
 The vectors come from a spec-literal reference, not from the module; both interpreters must
 reproduce them exactly, so the firmware and the host provably speak the same protocol.
 """
+import itertools
 import json
 import random
 import struct
@@ -37,7 +38,8 @@ def expected(v):
     decoder = []
     for d in v["decoder"]:
         want = {k: d[k] for k in ("frames", "counters", "text", "peer_version")}
-        decoder.append({"as_given": want, "joined": want, "byte_by_byte": want})
+        taking = {k: want[k] for k in ("frames", "counters", "peer_version")}
+        decoder.append({"as_given": want, "joined": want, "byte_by_byte": want, "byte_by_byte_taking": taking})
     return {
         "constants": v["constants"],
         "frames": frames,
@@ -358,3 +360,141 @@ def test_a_big_frame_is_written_on_a_heap_with_no_block_its_size():
     assert out["big"] is None, out["big"]
     assert out["frame"] is None, out["frame"]
     assert bytes.fromhex("".join(frame)) == reference_frame(1, 2, 3, out["text"].encode()) == P.encode_frame(1, 2, 3, out["text"])
+
+
+# ---- the decoder against PROTOCOL.md "Decoding": each stretch alone, whatever the reads ----------
+
+class PlainDecoder(P.FrameDecoder):
+    """The decoder as MicroPython runs it (stretch by stretch, in Python): the host's bulk path must match it."""
+    feed = P.FrameDecoder._feed_plain
+    _middle = P.FrameDecoder._middle_plain
+
+
+def forge_tail(prefix, target):
+    """4 bytes x with crc32(prefix + x) == target: CRC-32 is affine in x, solved over GF(2)."""
+    base = zlib.crc32(prefix + bytes(4))
+    basis = {}  # leading bit -> (image, combination of unit vectors)
+    for i in range(32):
+        v, comb = zlib.crc32(prefix + (1 << i).to_bytes(4, "little")) ^ base, 1 << i
+        for bit in range(31, -1, -1):
+            if v >> bit & 1:
+                if bit not in basis:
+                    basis[bit] = (v, comb)
+                    break
+                v, comb = v ^ basis[bit][0], comb ^ basis[bit][1]
+    want, x = target ^ base, 0
+    for bit in range(31, -1, -1):
+        if want >> bit & 1:
+            want, x = want ^ basis[bit][0], x ^ basis[bit][1]
+    return x.to_bytes(4, "little")
+
+
+def raw_frame(byte0, seq, t_us, payload):
+    raw = struct.pack("<BHI", byte0, seq, t_us) + payload
+    return raw + struct.pack("<I", zlib.crc32(raw))
+
+
+def stuffed(raw):
+    return b"\x7e" + raw.replace(b"\x7d", b"\x7d\x5d").replace(b"\x7e", b"\x7d\x5e") + b"\x7e"
+
+
+def colluding_pair(rng, size):
+    """Two damaged frames of one size whose errors cancel in a CRC over both: each fails its own CRC."""
+    a = raw_frame(0x12, rng.randrange(65536), rng.randrange(P.TICKS_PERIOD), rng.randbytes(size))
+    b = raw_frame(0x12, rng.randrange(65536), rng.randrange(P.TICKS_PERIOD), rng.randbytes(size))
+    target = zlib.crc32(a + b)
+    a = bytearray(a)
+    a[rng.randrange(1, len(a))] ^= 1 << rng.randrange(8)  # byte0 kept: both still carry our version nibble
+    b = b[:-4] + forge_tail(bytes(a) + b[:-4], target)
+    assert zlib.crc32(bytes(a) + b) == target
+    return bytes(a), b
+
+
+def test_two_damaged_frames_whose_errors_cancel_are_both_refused():
+    rng = random.Random(5)
+    for trial in range(50):
+        a, b = colluding_pair(rng, rng.choice([0, 20, 34, 100]))
+        good = (2, 9, 9, b"ok")
+        stream = stuffed(a) + stuffed(b) + P.encode_frame(*good)
+        for d in (P.FrameDecoder(), PlainDecoder()):
+            assert d.feed(stream) == [good], trial
+            assert (d.frames, d.crc_errors) == (1, 2)
+            runs = P.FrameDecoder().feed_runs(stream)
+            assert [(size, bytes(run)) for size, run in runs] == [(13, raw_frame(0x12, 9, 9, b"ok"))]
+
+
+def test_opening_the_port_mid_frame_is_no_damage():
+    """The host opens the port (or a session starts) wherever the board is in its stream: the partial
+    frame before the first FLAG is synchronisation, counted in partial_start, not a CRC error."""
+    rng = random.Random(2)
+    frames = [(P.T_TELEMETRY, i, 10000 * i, rng.randbytes(34)) for i in range(6)]
+    encoded = [P.encode_frame(*f) for f in frames]
+    stream = b"".join(encoded)
+    for cut in range(len(encoded[0]) + len(encoded[1]) + 1):
+        whole_after = [f for f, at in zip(frames, itertools.accumulate([0] + [len(e) for e in encoded]))
+                       if at >= cut - 1]  # a frame cut just after its opening FLAG still arrives whole
+        for d in (P.FrameDecoder(), PlainDecoder()):
+            got = []
+            for a in range(cut, len(stream), 7):  # reads of 7 bytes, so cuts fall everywhere
+                got += d.feed(stream[a:a + 7])
+            assert got == whole_after, cut
+            assert d.crc_errors == d.short == d.bad_escape == d.oversize == 0, (cut, counters(d))
+            assert d.partial_start + (d.garbage > 0) <= 1  # the one partial frame: synchronisation or text
+
+
+def decoder_stream(rng, n):
+    """A stream the way a board and a cable make it: runs of equal-size frames, some damaged, frames of
+    another version, colluding pairs, text, stray FLAGs, maybe starting inside a frame."""
+    out = []
+    size = rng.choice([0, 20, 34])
+    for _ in range(n):
+        kind = rng.choice(["frame"] * 6 + ["flip", "cut", "version", "pair", "text", "flags", "big"])
+        if rng.random() < 0.2:
+            size = rng.choice([0, 1, 20, 34, 200])
+        payload = bytes(rng.choice([0x7E, 0x7D, rng.randrange(256)]) for _ in range(size))
+        frame = P.encode_frame(rng.choice([2, 2, 2, 3, 4]), rng.randrange(65536), rng.randrange(P.TICKS_PERIOD), payload)
+        if kind == "frame":
+            out.append(frame)
+        elif kind == "flip":
+            f = bytearray(frame)
+            f[rng.randrange(len(f))] ^= 1 << rng.randrange(8)
+            out.append(bytes(f))
+        elif kind == "cut":
+            out.append(frame[:rng.randrange(1, len(frame))])
+        elif kind == "version":
+            out.append(stuffed(raw_frame(rng.choice([0x02, 0x22, 0x35]), 1, 2, payload)))
+        elif kind == "pair":
+            out.extend(stuffed(r) for r in colluding_pair(rng, size))
+        elif kind == "text":
+            out.append(rng.choice([b"Traceback (most recent call last):\r\n", b">>> ", b"\x12abc", rng.randbytes(30)]))
+        elif kind == "flags":
+            out.append(b"\x7e" * rng.randrange(1, 4))
+        else:
+            out.append(rng.choice([b"\x12", b"x"]) + bytes(rng.randrange(8000, 9000)))
+    stream = b"".join(out)
+    return stream[rng.choice([0, 0, rng.randrange(len(stream) + 1)]):]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32 - 1), st.integers(1, 30), st.lists(st.integers(0, 10**6), max_size=12), st.booleans())
+def test_frames_and_counters_do_not_depend_on_read_splits(seed, n, cuts, taking):
+    """The same frames, counters (and text) whatever the read boundaries, whether take_text() is called
+    after every read (as the link does) or not, bulk (CPython) or stretch by stretch (MicroPython)."""
+    stream = decoder_stream(random.Random(seed), n)
+    reference = PlainDecoder()
+    want = reference.feed(stream)
+    want_text = reference.take_text()
+    for d in (P.FrameDecoder(), PlainDecoder()):
+        cut = sorted(c % (len(stream) + 1) for c in cuts)
+        got, text = [], b""
+        for a, b in zip([0] + cut, cut + [len(stream)]):
+            got += d.feed(stream[a:b])
+            if taking:
+                text = (text + d.take_text())[-4096:]
+        assert got == want
+        assert counters(d) + [d.partial_start] == counters(reference) + [reference.partial_start]
+        if not taking:
+            assert d.take_text() == want_text
+    runs = P.FrameDecoder().feed_runs(stream)
+    assert [(len(f[3]) + P.OVERHEAD, f[:3]) for f in want] == \
+        [(size, (run[o] & 15,) + struct.unpack_from("<HI", run, o + 1)) for size, run in runs for o in range(0, len(run), size)]
