@@ -246,7 +246,9 @@ class Commands:
         return None
 
     def ping(self, args):
-        return None
+        """`ping [token]`: the token comes back as the ack's data, so the host can tell this answer from
+        answers to an earlier connection's lines (PROTOCOL.md "Connections")."""
+        return " ".join(args).encode() if args else None
 
     def stop(self, args):
         if args:

@@ -4,10 +4,16 @@ A reader thread turns the byte stream into frames with the shared protocol
 decoder; commands wait for their acks (with retries, so a dropped line costs a
 retry, not a hang). Everything the board sends that is not a frame (REPL text,
 tracebacks) is kept so errors can show what MicroPython printed.
+
+Acks carry only the command's seq, and the board may still be answering an earlier
+connection's lines (a board that was slow to boot, a host that gave up): so a connection
+first sends `ping <token>` and takes no ack before the one that echoes its token, then
+only acks of seqs it sent and still waits for (PROTOCOL.md "Connections").
 """
 
 import json
 import queue
+import secrets
 import threading
 import time
 
@@ -49,8 +55,12 @@ class Link:
         self.seq_gaps = 0  # frames the device sent that never arrived (sequence gaps)
         self.resets = 0  # restarts of the device seen (a hello that starts the sequence again)
         self._last_seq = None
-        self._seq = 0
-        self._acks = {}
+        self._seq = secrets.randbelow(65535)  # the last seq used: a connection's numbering starts anywhere
+        self._acks = {}  # seq -> (code, data) of acks of this connection's commands, until taken
+        self._pending = set()  # seqs of this connection's commands whose ack is still wanted
+        self._barrier = None  # (seq, token) of the ping that opens this connection's acks
+        self._synced = False  # its echo came: every ack from here on answers a line of this connection
+        self._no_echo = False  # an ack of the ping came without the token (firmware older than the host)
         self._ack_cv = threading.Condition()
         self._hello_event = threading.Event()
         self._text = bytearray()
@@ -148,7 +158,15 @@ class Link:
         if ftype == P.T_ACK and len(payload) >= 3:
             cmd_seq, code, data = P.parse_ack(payload)
             with self._ack_cv:
-                self._acks[cmd_seq] = (code, bytes(data))
+                if self._synced:
+                    if cmd_seq in self._pending:
+                        self._acks[cmd_seq] = (code, bytes(data))
+                elif self._barrier and cmd_seq == self._barrier[0] and code == P.E_OK:
+                    if data == self._barrier[1]:
+                        self._synced = True  # the acks before it answered lines of earlier connections
+                        self._acks.clear()
+                    elif not data:
+                        self._no_echo = True
                 self._ack_cv.notify_all()
         elif ftype == P.T_TELEMETRY:
             self._put(self.telemetry, (now, seq, t_us, payload))
@@ -176,31 +194,26 @@ class Link:
         self.serial.flush()
 
     def request(self, name, *args, timeout=0.5, retries=3):
-        """Send a command and return the ack's data bytes; CommandError on a refusal."""
-        self._seq = self._seq % 65535 + 1
-        seq = self._seq
+        """Send a command and return the ack's data bytes; CommandError on a refusal.
+
+        A lost line or ack costs a retry: the same line again, which the board answers from memory
+        when it ran it already."""
+        if not self._synced:
+            self._sync(name, timeout, retries)
+        seq = self._next_seq()
         line = P.encode_command(seq, name, [str(a) for a in args])
-        for _attempt in range(retries + 1):
-            if self.error:
-                raise DeviceError(self.error)
-            self.send_raw(line)
-            deadline = time.monotonic() + timeout
+        try:
+            self._exchange(line, lambda: seq in self._acks, timeout, retries)
+        finally:
             with self._ack_cv:
-                while seq not in self._acks and not self.error:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._ack_cv.wait(left)
+                self._pending.discard(seq)
                 ack = self._acks.pop(seq, None)
-            if ack is not None:
-                code, data = ack
-                if code != P.E_OK:
-                    raise CommandError(name, code, data.decode("utf-8", "replace"))
-                return data
-        raise DeviceError(
-            f"no answer to `{name}` from {self.port_name} after {retries + 1} tries: "
-            f"is the firmware running? (`host flash --port {self.port_name}` installs and starts it)"
-        )
+        if ack is None:
+            raise DeviceError(self._no_answer(name, retries))
+        code, data = ack
+        if code != P.E_OK:
+            raise CommandError(name, code, data.decode("utf-8", "replace"))
+        return data
 
     def send(self, name, *args):
         """Send a command without waiting for its ack (streaming `set` at a fixed rate); returns its seq.
@@ -209,14 +222,65 @@ class Link:
         """
         if self.error:
             raise DeviceError(self.error)
-        self._seq = self._seq % 65535 + 1
-        self.send_raw(P.encode_command(self._seq, name, [str(a) for a in args]))
-        return self._seq
+        if not self._synced:
+            self._sync(name, 0.5, 3)
+        seq = self._next_seq()
+        self.send_raw(P.encode_command(seq, name, [str(a) for a in args]))
+        return seq
 
     def take_ack(self, seq):
         """(code, data) of the ack of a command sent with send(), or None while it has not come."""
         with self._ack_cv:
-            return self._acks.pop(seq, None)
+            ack = self._acks.pop(seq, None)
+            if ack is not None:
+                self._pending.discard(seq)
+            return ack
+
+    def _next_seq(self):
+        """The next seq, registered as waiting for its ack (a seq used 65535 commands ago is forgotten)."""
+        with self._ack_cv:
+            self._seq = self._seq % 65535 + 1
+            self._acks.pop(self._seq, None)
+            self._pending.add(self._seq)
+            return self._seq
+
+    def _exchange(self, line, answered, timeout, retries):
+        """Send line until answered() (checked under the ack lock) or retries + 1 tries have timed out."""
+        for _attempt in range(retries + 1):
+            if self.error:
+                raise DeviceError(self.error)
+            self.send_raw(line)
+            deadline = time.monotonic() + timeout
+            with self._ack_cv:
+                while not answered() and not self.error:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._ack_cv.wait(left)
+                if answered():
+                    return True
+        return False
+
+    def _sync(self, name, timeout, retries):
+        """Open this connection's acks: `ping <token>` until the ack echoing the token comes. Acks before
+        it answer lines an earlier connection left with the board and are dropped (see _dispatch); `name`
+        is the command that waits, for the error message."""
+        with self._ack_cv:
+            if self._barrier is None:
+                self._seq = self._seq % 65535 + 1
+                self._barrier = (self._seq, secrets.token_hex(8).encode())
+            seq, token = self._barrier
+        self.send_raw(b"\n")  # ends a half line an earlier connection may have left in the board's buffer
+        if not self._exchange(P.encode_command(seq, "ping", [token.decode()]), lambda: self._synced, timeout, retries):
+            raise DeviceError(self._no_answer(name, retries))
+
+    def _no_answer(self, name, retries):
+        port = self.port_name
+        if self._no_echo:
+            return (f"the firmware on {port} answers `ping` without echoing its token: it is older than this "
+                    f"host, run `host flash --port {port}` to update it")
+        return (f"no answer to `{name}` from {port} after {retries + 1} tries: "
+                f"is the firmware running? (`host flash --port {port}` installs and starts it)")
 
     def request_json(self, name, *args, **kw):
         data = self.request(name, *args, **kw)
@@ -268,6 +332,8 @@ class Link:
 
     def _diagnose(self):
         port = self.port_name
+        if self._no_echo:
+            return self._no_answer("hello", 0)
         if self.decoder.version_errors:
             return (
                 f"the firmware on {port} speaks protocol v{self.decoder.peer_version}, this host v{P.PROTOCOL_VERSION}: "
