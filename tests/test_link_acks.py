@@ -223,3 +223,22 @@ def test_the_firmware_echoes_the_ping_token(tmp_path):
     body = "import loop, config\nr = loop.Gen0(config.load())\nr.run(60)\n"
     acks = acks_of(frames_of(run_on_vm(tmp_path, body, stdin=lines)))
     assert acks[1] == (P.E_OK, b"3f2a9c0d11e4b7a6") and acks[2] == (P.E_OK, b"") and acks[3] == acks[1]
+
+
+def test_an_answer_too_big_for_an_ack_is_refused_with_E_TOO_BIG(tmp_path):
+    """mtest's outputs over 1021 bytes (96 one-input rows of a 64-output model) are answered E_TOO_BIG,
+    as FIRMWARE.md says; 15 rows (960 bytes) fit."""
+    import numpy as np
+
+    from host.export import quantize as Q
+
+    rng = np.random.default_rng(1)
+    layers = [{"w": rng.uniform(-1, 1, (64, 1)), "b": rng.uniform(-1, 1, 64), "act": "linear"}]
+    blob = Q.export(layers, rng.normal(size=(50, 1)), [0], [1], [0] * 64, [1] * 64, ["x"], ["y%d" % i for i in range(64)], "wide")
+    (tmp_path / "wide.bin").write_bytes(blob)
+    lines = P.encode_command(1, "mtest", [P.encode_chunk(bytes(96))]) + P.encode_command(2, "mtest", [P.encode_chunk(bytes(15))])
+    body = ("import loop, config, mlp\nr = loop.Gen0(config.load())\n"
+            "r.models.model = mlp.Model(open('wide.bin', 'rb').read())\nr.run(60)\n")
+    acks = acks_of(frames_of(run_on_vm(tmp_path, body, stdin=lines)))
+    assert acks[1][0] == P.E_TOO_BIG and b"does not fit an ack" in acks[1][1]
+    assert acks[2][0] == P.E_OK and len(acks[2][1]) == 15 * 64
