@@ -10,6 +10,7 @@ disk full) after which the session is closed incomplete with the reason, never l
 `collect()` is `host collect`: run an on-device program and record it.
 """
 
+import math
 import queue
 import sys
 import threading
@@ -269,8 +270,9 @@ def collect(port, program="steps", seed=None, params=None, duration=None, name=N
     given = {k: str(v) for k, v in (params or {}).items()}
     if seed is not None:
         given["seed"] = str(seed)
-    if duration is not None and not duration > 0:
-        raise UserError(f"--duration {duration}: give seconds > 0")
+    if duration is not None and not 0 < duration < math.inf:
+        raise UserError(f"--duration {duration:g}: give seconds > 0"
+                        + (" (leave --duration out to record until Ctrl-C)" if duration == math.inf else ""))
     if program == "idle":
         if given:
             raise UserError("--program idle takes no --seed or --param: it only records")

@@ -113,11 +113,23 @@ def parity(link, reference, n=256, seed=0):
     return {"vectors": n, "mismatches": len(bad), "first_mismatch": first}
 
 
+MAX_CHECKS = 1 << 20  # parity vectors at most (~4 min of mtest at 115200 baud for a 4-input model)
+
+
+def check_count(checks):
+    """`--checks N`: a whole number 0..MAX_CHECKS, else a UserError."""
+    if isinstance(checks, bool) or not isinstance(checks, (int, np.integer)) or not 0 <= checks <= MAX_CHECKS:
+        raise UserError(f"--checks {checks}: give a number of random vectors from 0 (none) to {MAX_CHECKS}")
+    return int(checks)
+
+
 def deploy(link, blob, reference, checks=256, baud=115200, progress=None):
     """Send a checked blob, swap it in, spot-check parity; a summary dict.
 
     A refusal raises DeviceError saying what the board said and that the active model keeps
-    running; parity mismatches are reported in the summary (`parity.mismatches`)."""
+    running; parity mismatches are reported in the summary (`parity.mismatches`). `checks` is checked
+    before the board is touched (check_count)."""
+    check_count(checks)
     before = link.request_json("status").get("model") or ""
     t0 = time.monotonic()
     try:

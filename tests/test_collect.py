@@ -208,3 +208,13 @@ def test_bad_program_is_refused_before_connecting(tmp_path):
     proc = subprocess.run(HOST + ["collect", "--port", "/dev/null-port", "--program", "steps", "--param", "dwell_ms=5"],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1 and "takes no 'dwell_ms'" in last_error_line(proc.stderr)
+
+
+def test_durations_no_clock_reaches_are_refused_before_connecting(capsys):
+    from host.cli import main
+
+    for program in ("steps", "idle"):
+        for duration in ("inf", "nan", "0", "-1"):
+            assert main(["collect", "--port", "/dev/null-port", "--program", program, "--duration", duration]) == 1
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and err[0].startswith(f"error: --duration {duration}: give seconds > 0"), err

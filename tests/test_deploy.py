@@ -311,3 +311,19 @@ def test_the_shipped_sin_model_on_the_board_approximates_sin(gen0, link):
     error = np.abs(y - np.sin(x[:, 0]))
     assert error.max() < 0.06, error.max()
     assert np.sqrt(np.mean(error ** 2)) < 0.03
+
+
+def test_bad_arguments_are_refused_before_the_board_is_touched(gen0, tmp_path, capsys):
+    """`--checks -1` once failed after the model was swapped in, with a traceback: now nothing reaches the board."""
+    model = tmp_path / "m.bin"
+    model.write_bytes(gen0_blob("relu", seed=40))
+    for args in (["--checks", "-1"], ["--checks", str(1 << 30)], ["--baud", "-1"], ["--baud", "0"]):
+        assert cli.main(["deploy", str(model), "--port", gen0.port, *args]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {args[0]} {args[1]}: give "), err
+    with connected(gen0.port) as link:
+        assert running(link) == ("", "", 0)  # no model went in
+    with pytest.raises(UserError, match="--checks -1"), connected(gen0.port) as link:
+        deploy(link, *read_blob(model), checks=-1)
+    with connected(gen0.port) as link:
+        assert running(link) == ("", "", 0)

@@ -515,3 +515,56 @@ def test_export_to_stdout(tmp_path, capsys):
     assert "--json" in error_line(code, err) and not out
     code, out, err = export(capsys, "ok", "--dir", str(tmp_path), "--csv", str(tmp_path))
     assert "is a directory" in error_line(code, err)
+
+
+# -- damaged or hand-edited records: shown, never a traceback; one bad file never hides the others ------
+
+def write_raw(path, header, chunks, end=None, time_of=lambda k: 1000.0):
+    """A session file record by record, with whatever header, end and record times it is given."""
+    data = store.MAGIC + store.encode_record(store.HEADER, time_of(0), json.dumps(header).encode())
+    for k, (_, chunk) in enumerate(chunks, 1):
+        data += store.encode_record(store.BYTES, time_of(k), chunk)
+    if end is not None:
+        data += store.encode_record(store.END, time_of(len(chunks) + 1), json.dumps(end).encode())
+    path.write_bytes(data)
+
+
+def test_nan_times_and_wrong_typed_values_are_shown_not_a_traceback(tmp_path, capsys, monkeypatch):
+    from host.cli import main
+
+    record(tmp_path, reads(5), name="good", header={"program": {"name": "steps"}},
+           summary={"telemetry_frames": 5, "drops": 0})
+    write_raw(tmp_path / "nantime.session", {"port": "x", "created": "2024-05-01T10:00:00"}, reads(5),
+              {"complete": True, "summary": {}}, time_of=lambda k: float("nan") if k % 2 else 1000.0 + k)
+    write_raw(tmp_path / "inftime.session", {"port": "x"}, reads(5), time_of=lambda k: float("inf"))
+    write_raw(tmp_path / "typed.session",
+              {"created": 5, "program": {"name": ["x"], "params": [1, 2]}, "software": "v", "host": 7},
+              reads(7), {"complete": "yes", "duration_s": "long", "summary": {"telemetry_frames": "lots", "drops": [1]}})
+    (tmp_path / "junk.session").write_bytes(b"not a session")
+    for name in ("nantime", "inftime", "typed"):
+        for extra in ([], ["--json"]):
+            code = main(["info", name, "--dir", str(tmp_path), *extra])
+            out, err = capsys.readouterr()
+            assert code == 0 and not err, err
+            if extra:
+                json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in --json"))  # valid JSON: no NaN
+            else:
+                assert "telemetry frames" in out
+    assert "duration  0.0 s" in (main(["info", "inftime", "--dir", str(tmp_path)]) == 0 and capsys.readouterr().out)
+
+    assert main(["sessions", "--dir", str(tmp_path), "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"good", "nantime", "inftime", "typed", "junk"}
+    assert rows["good"]["frames"] == 5 and rows["good"]["program"] == "steps" and rows["good"]["complete"]
+    assert rows["typed"]["frames"] == 7 and rows["typed"]["drops"] == 0  # decoded: the end's figures are not counts
+    assert rows["typed"]["created"] is None and rows["typed"]["program"] is None and rows["typed"]["complete"] is False
+    assert rows["nantime"]["frames"] == 5 and rows["nantime"]["duration_s"] == 2.0  # NaN times span nothing
+    assert "not a Polyniod session" in rows["junk"]["error"]
+    assert main(["sessions", "--dir", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert all(name in table for name in rows)
+
+    real = store.read_end  # a file that breaks the reader in a way nobody foresaw is listed as damaged
+    monkeypatch.setattr(sys.modules["host.sessions.load"], "read_end", lambda p: 1 / 0 if Path(p).name == "typed.session" else real(p))
+    rows = {r["name"]: r for r in list_sessions(tmp_path)}
+    assert rows["typed"]["error"].startswith("damaged: ZeroDivisionError") and rows["good"]["frames"] == 5

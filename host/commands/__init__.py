@@ -1,1 +1,28 @@
+"""The `host` commands, one module each (host/cli.py lists them), and the argument checks they share.
 
+Every check runs before a port is opened or a board touched, and fails as a one-line UserError that
+says what to give instead."""
+
+import math
+
+from host.errors import UserError
+
+MAX_BAUD = 20_000_000  # beyond any UART an ESP32 drives (5 Mbaud) with margin
+DAY_S = 86400.0
+
+
+def seconds(option, value, low=0.0, high=DAY_S, what="seconds", hint=""):
+    """A float option that is a time: finite, low < value <= high (low itself refused); None passes."""
+    if value is None:
+        return None
+    if not (math.isfinite(value) and low < value <= high):
+        raise UserError(f"{option} {value:g}: give {what} > {low:g} and at most {high:g}{hint}")
+    return value
+
+
+def baud(value, option="--baud"):
+    """--baud: a positive rate (None: the robot description's)."""
+    if value is not None and not 0 < value <= MAX_BAUD:
+        raise UserError(f"{option} {value}: give a baud rate from 1 to {MAX_BAUD} "
+                        f"(leave {option} out for the robot description's)")
+    return value

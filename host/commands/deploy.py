@@ -4,7 +4,8 @@ import json
 import sys
 import time
 
-from host.deploy import deploy, physical_seconds, read_blob
+from host.commands import baud as check_baud
+from host.deploy import check_count, deploy, physical_seconds, read_blob
 from host.link.client import Link
 
 
@@ -14,12 +15,14 @@ def add_parser(sub):
     p.add_argument("--port", required=True, help="serial port of the board (see `host ports`)")
     p.add_argument("--baud", type=int, help="link baud rate (default: the robot description's)")
     p.add_argument("--checks", type=int, default=256, metavar="N",
-                   help="random int8 input vectors for the parity spot-check (default 256; 0 = none)")
+                   help="random int8 input vectors for the parity spot-check (default 256; 0 = none; at most 1048576)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.set_defaults(run=run)
 
 
 def run(args):
+    check_count(args.checks)  # every argument is checked before the board is touched
+    check_baud(args.baud)
     blob, reference = read_blob(args.model)  # a corrupt blob never leaves the host
     say = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     with Link(args.port, **({"baud": args.baud} if args.baud else {})) as link:

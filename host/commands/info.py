@@ -2,6 +2,7 @@
 
 import datetime
 import json
+import math
 
 import numpy as np
 
@@ -40,17 +41,17 @@ def describe(s):
 def run(args):
     s = load(find_session(args.session, args.dir))
     if args.json:
-        print(json.dumps(describe(s), indent=2, default=_plain))
+        print(json.dumps(_finite(describe(s)), indent=2, default=_plain))
         return 0
-    h, st = s.header, s.stats
+    h, st = s.header, s.stats  # the header is whatever JSON object the file holds: every value is checked
     program = h.get("program") or {}
     print(f"session   {s.name}  ({s.path})")
     print(f"state     {'complete' if s.complete else 'INCOMPLETE'}" + (f": {s.end.get('reason')}" if s.end and s.end.get("reason") else
                                                                       "" if s.end else " (no end record: the recording was killed)"))
-    print(f"created   {h.get('created', '?')}  by polyniod {(h.get('software') or {}).get('version', '?')} on {(h.get('host') or {}).get('hostname', '?')}")
+    print(f"created   {h.get('created', '?')}  by polyniod {_dict(h.get('software')).get('version', '?')} on {_dict(h.get('host')).get('hostname', '?')}")
     print(f"port      {h.get('port', '?')} at {h.get('baud', '?')} baud")
     if isinstance(program, dict) and program:
-        params = " ".join(f"{k}={v}" for k, v in (program.get("params") or {}).items())
+        params = " ".join(f"{k}={v}" for k, v in _dict(program.get("params")).items())
         print(f"program   {program.get('name', '?')}  seed {program.get('seed', '-')}" + (f"  {params}" if params else ""))
     elif program:
         print(f"program   {program}")
@@ -77,7 +78,28 @@ def run(args):
 
 
 def _clock(t):
-    return datetime.datetime.fromtimestamp(t).strftime("%H:%M:%S.%f")[:-3] if t is not None else "?"
+    """HH:MM:SS.mmm of a host time; "?" for none, or one no clock shows (NaN, inf, out of range: a damaged record)."""
+    try:
+        return datetime.datetime.fromtimestamp(t).strftime("%H:%M:%S.%f")[:-3]
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "?"
+
+
+def _dict(value):
+    return value if isinstance(value, dict) else {}
+
+
+def _finite(value):
+    """NaN and infinities (a damaged record's times) as null: what --json prints is valid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.floating):
+        return _finite(float(value))
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _plain(value):

@@ -7,6 +7,7 @@ them; only hellos, acks and logs are handled one by one.
 """
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -84,12 +85,12 @@ def load(path):
             s.markers.append((host_time, decode_json(payload)))
         elif kind == END:
             s.end = decode_json(payload)
-    s.complete = bool(s.end and s.end.get("complete"))
+    s.complete = bool(s.end) and s.end.get("complete") is True
     s.text = b"".join(text).decode("utf-8", "replace")
     frames = _Frames(run_sizes, run_blobs, run_reads, read_times)
     s.stats = {"frames": _count_types(frames)}
     _segments(s, frames, _hellos_acks_logs(s, frames))
-    times = [t for _, t, _ in records]
+    times = [t for _, t, _ in records if math.isfinite(t)]  # a damaged clock (NaN, inf) spans nothing
     s.stats.update({
         "telemetry_frames": len(s),
         "drops": sum(seg["drops"] for seg in s.segments),
@@ -256,8 +257,9 @@ def list_sessions(directory=None):
     """One summary dict per *.session file in directory (default: sessions_dir()), oldest first.
 
     Reads only the header and the end record when the end carries the figures (a closed session
-    whose summary has "telemetry_frames" and "drops"); decodes the whole file otherwise. A file
-    that is not a session is listed with its "error".
+    whose summary has "telemetry_frames" and "drops" as counts); decodes the whole file otherwise.
+    Every value has its type or is None (a damaged or hand-edited record never breaks the listing);
+    a file that cannot be read as a session is listed with its "error", and the others still are.
     """
     directory = sessions_dir(directory)
     rows = []
@@ -265,24 +267,45 @@ def list_sessions(directory=None):
         row = {"name": path.name[:-len(SUFFIX)], "path": str(path), "created": None, "duration_s": None,
                "frames": None, "drops": None, "program": None, "complete": False}
         try:
-            header, end = read_header(path), read_end(path)
-            summary = end[1].get("summary") if end else None
-            if isinstance(summary, dict) and "telemetry_frames" in summary and "drops" in summary:
-                row.update(frames=summary["telemetry_frames"], drops=summary["drops"],
-                           duration_s=end[1].get("duration_s"), complete=bool(end[1].get("complete")))
-            else:
-                session = load(path)
-                header = session.header
-                row.update(frames=session.stats["telemetry_frames"], drops=session.stats["drops"],
-                           duration_s=session.stats["duration_s"], complete=session.complete)
+            row.update(_summary_row(path))
         except (OSError, UserError) as e:
             row["error"] = str(e)
-            rows.append(row)
-            continue
-        program = header.get("program")
-        row.update(created=header.get("created"), program=program.get("name") if isinstance(program, dict) else program)
+        except Exception as e:  # noqa: BLE001 -- whatever is wrong with one file, the others are listed
+            row["error"] = f"damaged: {type(e).__name__}: {e}"
         rows.append(row)
     return sorted(rows, key=lambda r: (r["created"] or "", r["name"]))
+
+
+def _summary_row(path):
+    header, end = read_header(path), read_end(path)
+    end = end[1] if end else {}
+    summary = end.get("summary")
+    if isinstance(summary, dict) and None not in (_count(summary.get("telemetry_frames")), _count(summary.get("drops"))):
+        figures = {"frames": _count(summary["telemetry_frames"]), "drops": _count(summary["drops"]),
+                   "duration_s": _seconds(end.get("duration_s")), "complete": end.get("complete") is True}
+    else:  # no end record, or one whose figures are missing or not counts: the file says it all
+        session = load(path)
+        header = session.header
+        figures = {"frames": session.stats["telemetry_frames"], "drops": session.stats["drops"],
+                   "duration_s": _seconds(session.stats["duration_s"]), "complete": session.complete}
+    program = header.get("program")
+    return {**figures, "created": _text(header.get("created")),
+            "program": _text(program.get("name") if isinstance(program, dict) else program)}
+
+
+def _count(value):
+    """A whole number >= 0, or None."""
+    return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _seconds(value):
+    """A finite number of seconds >= 0, or None."""
+    ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    return float(value) if ok else None
+
+
+def _text(value):
+    return value if isinstance(value, str) else None
 
 
 def find_session(name_or_path, directory=None):
