@@ -24,12 +24,13 @@ import serial
 from host import __version__
 from host.commands.monitor import Rates, board_clock, read_stages
 from host.deploy import deploy, physical_seconds, send_trajectory
-from host.errors import DeviceError
+from host.errors import DeviceError, UserError
 from host.flash.mpy import ARCHS, arch_index, board_mpy_version
 
 MTIME_N = 1000  # inferences asked per `mtime` (the board stops early past its time budget)
 MTIME_CALLS = 5  # the best of these is reported: other work on the board only ever adds time
 TRAJ_BYTES = 4096  # the hold trajectory sent to time the transfer path
+MAX_SECONDS = 600.0  # of telemetry watched for the loop figures
 
 
 def environment(hello, port, baud):
@@ -137,9 +138,18 @@ def _transfer_figures(what, n_bytes, seconds, baud):
             "efficiency": limit / seconds, "kib_per_s": n_bytes / 1024 / seconds}
 
 
+def check_seconds(seconds):
+    """`--seconds S` of telemetry: a finite time > 0 and at most MAX_SECONDS, else a UserError."""
+    if not (isinstance(seconds, (int, float)) and 0 < seconds <= MAX_SECONDS):
+        raise UserError(f"--seconds {seconds:g}: give seconds of telemetry > 0 and at most {MAX_SECONDS:g}")
+    return seconds
+
+
 def bench(link, hello, port, baud, seconds=2.0, model=None):
     """Every figure, each measured alone: a given model (blob, reference) is deployed first, then the
-    loop is watched with no command in flight, then the model is timed, then a transfer unless deployed."""
+    loop is watched with no command in flight, then the model is timed, then a transfer unless deployed.
+    `seconds` is checked before anything is asked of the board."""
+    check_seconds(seconds)
     status = link.request_json("status")
     out = {"environment": environment(hello, port, baud),
            "robot": {"mode": status["mode"], "rate_hz": status["rate_hz"], "telemetry_every": status["telemetry_every"]}}

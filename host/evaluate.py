@@ -52,15 +52,42 @@ class Trajectory:
 
 
 # -- the held-out trajectories ------------------------------------------------------------------------
+def check_plan(names=TRAJECTORIES, seconds=SECONDS, controllers=CONTROLLERS, lin=None):
+    """What `host eval` (and the demo) can check before a port is opened: the trajectory and controller
+    names, the seconds, and the linear calibration's numbers (finite, a pair per joint); UserError if not."""
+    names, controllers = list(names), list(controllers)
+    if not names:
+        raise UserError(f"--trajectories: give at least one of {', '.join(TRAJECTORIES)}")
+    unknown = [n for n in names if n not in TRAJECTORIES]
+    if unknown:
+        raise UserError(f"no trajectory {unknown[0]!r}: the trajectories are {', '.join(TRAJECTORIES)}")
+    if not controllers:
+        raise UserError(f"--controllers: give at least one of {', '.join(CONTROLLERS)}")
+    for c in controllers:
+        if c not in CONTROLLERS:
+            raise UserError(f"no controller {c!r}: the controllers are {', '.join(CONTROLLERS)}")
+    if not (isinstance(seconds, (int, float)) and 1.0 <= seconds <= 60):
+        raise UserError(f"--seconds {seconds:g}: give 1 to 60 seconds per trajectory")
+    if lin is not None:
+        check_lin(lin)
+
+
+def check_lin(lin, joints=None):
+    """The linear controller's [a0, b0, a1, b1, ...]: finite, one (a, b) pair per joint (of `joints`, when known)."""
+    text = ",".join(f"{v:g}" for v in lin)
+    if not lin or len(lin) % 2 or not all(math.isfinite(v) for v in lin):
+        raise UserError(f"--linear {text}: give finite numbers a,b for each joint (pulse = a + b * deg), "
+                        f"e.g. --linear 1500,11,1500,11")
+    if joints is not None and len(lin) != 2 * len(joints):
+        raise UserError(f"--linear {text}: the robot has {len(joints)} joints ({', '.join(joints)}): "
+                        f"give {2 * len(joints)} numbers, a,b for each")
+
+
 def trajectories(n_joints, rate_hz, names=TRAJECTORIES, seconds=SECONDS, seed=EVAL_SEED):
     """The reference trajectories `names` for n_joints at rate_hz, each `seconds` long after its lead-in.
 
     Joint j > 0 runs each pattern in another order and direction, so the joints do not move in step."""
-    unknown = [n for n in names if n not in TRAJECTORIES]
-    if unknown:
-        raise UserError(f"no trajectory {unknown[0]!r}: the trajectories are {', '.join(TRAJECTORIES)}")
-    if not 1.0 <= seconds <= 60:
-        raise UserError(f"--seconds {seconds:g}: give 1 to 60 seconds per trajectory")
+    check_plan(names, seconds)
     n = round(seconds * rate_hz)
     t = np.arange(n) / rate_hz
     lead_in = round(LEAD_IN_S * rate_hz)
@@ -163,12 +190,13 @@ def evaluate(port, lin, names=TRAJECTORIES, seconds=SECONDS, controllers=CONTROL
     out = Path(out or "sessions")
     runs, notes = [], []
     controllers = list(controllers)
-    for c in controllers:
-        if c not in CONTROLLERS:
-            raise UserError(f"no controller {c!r}: the controllers are {', '.join(CONTROLLERS)}")
+    check_plan(names, seconds, controllers, lin if "linear" in controllers else None)
     with Link(port) as link:
         hello = link.connect()
-    plan = trajectories(len(hello["robot"]["joints"]), hello["rate_hz"], names, seconds)
+    joints = [j["name"] for j in hello["robot"]["joints"]]
+    if "linear" in controllers:
+        check_lin(lin, joints)  # this board's joints, before any run
+    plan = trajectories(len(joints), hello["rate_hz"], names, seconds)
     if "model" in controllers and not hello.get("model"):
         notes.append("controller model skipped: no model on the board (deploy one: `host deploy MODEL --port P`)")
         controllers.remove("model")

@@ -124,3 +124,13 @@ def test_mtime_times_the_active_model_within_its_budget_and_refuses_bad_requests
     assert few["n"] == 100 and few["emitter"] == "viper" and few["us_per_inference"] > 0
     assert abs(few["us_per_inference"] - few["us"] / 100) < 0.01
     assert many["n"] < 10000 and 20000 <= many["us"] < 40000  # stopped by the 20 ms budget (~10 us each on the VM)
+
+
+def test_seconds_and_baud_that_measure_nothing_are_refused_before_the_board(gen0, capsys):
+    for args in (["--seconds", "0"], ["--seconds", "-1"], ["--seconds", "nan"], ["--seconds", "inf"],
+                 ["--baud", "0"], ["--baud", "-1"]):
+        assert cli.main(["bench", "--port", gen0.port, *args]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {args[0]} {args[1]}: give "), err
+    with Link(gen0.port) as link:  # nothing was asked of the board: no transfer, no model
+        assert link.connect()["model"] == "" and link.request_json("status")["model"] == ""

@@ -105,3 +105,25 @@ def test_demo_refuses_a_run_directory_in_use(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
     assert "not empty" in one_line_error(host("demo", "--out", str(tmp_path)))
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_eval_checks_names_and_the_linear_calibration_before_any_run(gen0, tmp_path, capsys):
+    """A bad trajectory name once drew a complaint about the calibration; `--linear 1,2,3` ran the naive
+    controller for 12 s before the board refused it. Now: the name, and the count, before any run."""
+    import time
+
+    from host import cli
+
+    cases = [(["--trajectories", "bogus"], "no trajectory 'bogus'"),
+             (["--controllers", "naive,smart"], "no controller 'smart'"),
+             (["--seconds", "nan", "--linear", "1,2,3,4"], "--seconds nan: give 1 to 60"),
+             (["--linear", "1,2,3"], "--linear 1,2,3: give finite numbers a,b for each joint"),
+             (["--linear", "1500,nan,1500,11"], "--linear 1500,nan,1500,11: give finite numbers"),
+             (["--linear", "1,2,3,4,5,6"], "the robot has 2 joints (shoulder, elbow): give 4 numbers")]
+    for args, says in cases:
+        t0 = time.monotonic()
+        assert cli.main(["eval", "--port", gen0.port, "--out", str(tmp_path), "--seconds", "1", *args]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and says in err[0], err
+        assert time.monotonic() - t0 < 5, args  # no run before the refusal
+    assert not list(tmp_path.glob("*.session"))

@@ -218,3 +218,21 @@ def test_monitor_stage_poller_asks_every_few_seconds_and_stops_at_e_unknown():
     poller = StagePoller(link, every=3.0)
     assert [poller.poll(poller.next_at + dt) for dt in range(0, 20, 1)] == [None] * 20
     assert link.sent == ["stages"] and not poller.known
+
+
+
+def test_monitor_refuses_a_duration_or_interval_that_never_ends_before_connecting(gen0, capsys):
+    """--duration 0|nan and --interval inf once watched forever; --interval 0|-1 were taken silently."""
+    from host import cli
+
+    for args in (["--duration", "0"], ["--interval", "inf"]):  # these hung: a process with a deadline
+        line = one_line_error(host("monitor", "--port", gen0.port, *args, timeout=30))
+        assert line.startswith(f"error: {args[0]} {args[1]}: give seconds > 0"), line
+    for args in (["--duration", "nan"], ["--duration", "-1"], ["--interval", "0", "--duration", "0.5"],
+                 ["--interval", "-1", "--duration", "0.5"], ["--interval", "1e+300", "--duration", "0.5"],
+                 ["--baud", "0", "--duration", "0.5"]):
+        assert cli.main(["monitor", "--port", gen0.port, *args]) == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {args[0]} {args[1]}: give "), lines
+    proc = host("monitor", "--port", gen0.port, "--duration", "0.6", "--interval", "0.2", "--json", timeout=30)
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) >= 2, proc.stderr  # sane figures: a sane run

@@ -240,3 +240,24 @@ def test_cli_train_and_models(tmp_path):
         cuda = subprocess.run(HOST + ["train", "--task", "xor", "--out", str(tmp_path / "c"), "--device", "cuda"],
                               capture_output=True, text=True)
         assert cuda.returncode == 1 and "no CUDA GPU" in cuda.stderr and not (tmp_path / "c").exists()
+
+
+def test_settings_nothing_can_train_or_the_device_cannot_run_are_one_line(tmp_path, capsys):
+    """--lr 1e300 and --hidden 300 once trained, then failed at export with a traceback; --seed -1 failed in
+    numpy. Now they are refused before any training, and a training that diverges says to lower --lr."""
+    from host import cli
+
+    out = tmp_path / "m"
+    for args, says in ((["--lr", "1e300"], "--lr 1e+300: give a learning rate"), (["--lr", "inf"], "--lr inf"),
+                       (["--seed", "-1"], "--seed -1: give a whole number"),
+                       (["--hidden", "300"], "--hidden 300: the device runs at most"),
+                       (["--hidden", ",".join(["4"] * 8)], "hidden layers of at most"),
+                       (["--ahead", "-1"], "--ahead -1: give ticks >= 0")):
+        assert cli.main(["train", "--task", "sin", "--out", str(out), "--quiet", *args]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and says in err[0], err
+        assert not out.exists()
+    assert cli.main(["train", "--task", "sin", "--out", str(out), "--quiet", "--optim", "sgd", "--lr", "10",
+                     "--epochs", "5"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NaN or infinite weights" in err[0] and "lower --lr" in err[0], err

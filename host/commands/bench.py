@@ -4,7 +4,8 @@ the board's own)."""
 
 import json
 
-from host.bench import bench, table
+from host.bench import MAX_SECONDS, bench, check_seconds, table
+from host.commands import baud as check_baud
 from host.deploy import read_blob
 from host.link.client import Link
 from host.table import print_table
@@ -15,13 +16,16 @@ def add_parser(sub):
                                      "link load, transfer speed, and the CPU model the us are in")
     p.add_argument("--port", required=True, help="serial port of the board (see `host ports`)")
     p.add_argument("--baud", type=int, help="link baud rate (default: the robot description's)")
-    p.add_argument("--seconds", type=float, default=2.0, metavar="S", help="seconds of telemetry for the loop figures (default 2)")
+    p.add_argument("--seconds", type=float, default=2.0, metavar="S",
+                   help=f"seconds of telemetry for the loop figures (default 2, at most {MAX_SECONDS:g})")
     p.add_argument("--model", metavar="DIR", help="deploy this model first (models/NAME or a .bin) and time that deploy")
     p.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     p.set_defaults(run=run)
 
 
 def run(args):
+    check_seconds(args.seconds)  # every argument before the port is touched
+    check_baud(args.baud)
     model = read_blob(args.model) if args.model else None  # a bad model fails before the port is touched
     with Link(args.port, **({"baud": args.baud} if args.baud else {})) as link:
         hello = link.connect()

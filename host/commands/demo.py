@@ -3,8 +3,13 @@
 import json
 import sys
 
+from host.commands import seconds as check_seconds
 from host.demo import COLLECT_S, EPOCHS, Demo
-from host.evaluate import SECONDS, TRAJECTORIES
+from host.errors import UserError
+from host.evaluate import SECONDS, TRAJECTORIES, check_plan
+
+MAX_COLLECT_S = 3600.0
+MAX_SEED = (1 << 30) - 1 - 1000  # the validation steps draw from seed + 1000; a program's seed is 0..2**30-1
 
 
 def add_parser(sub):
@@ -24,7 +29,20 @@ def add_parser(sub):
     p.set_defaults(run=run)
 
 
+def check_arguments(args):
+    """Everything the demo would otherwise find wrong only after minutes of collecting and training."""
+    check_seconds("--collect", args.collect, low=0, high=MAX_COLLECT_S, what="seconds of excitation")
+    if args.collect < 10:
+        raise UserError(f"--collect {args.collect:g}: give at least 10 seconds of excitation")
+    if args.epochs < 1:
+        raise UserError(f"--epochs {args.epochs}: give a whole number >= 1")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UserError(f"--seed {args.seed}: give a unit number from 0 to {MAX_SEED}")
+    check_plan([n for n in args.trajectories.split(",") if n], args.seconds)
+
+
 def run(args):
+    check_arguments(args)
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else (lambda msg: print(msg, flush=True))
     if args.no_flash and not args.port:
         say("note: --no-flash is for --port; a fresh virtual Gen0 is always flashed")

@@ -6,7 +6,7 @@ import sys
 from host.commands.collect import with_stop_signals
 from host.commands.models import list_models
 from host.errors import UserError
-from host.evaluate import CONTROLLERS, SECONDS, TRAJECTORIES, calibrate, evaluate, plot, public, table
+from host.evaluate import CONTROLLERS, SECONDS, TRAJECTORIES, calibrate, check_lin, check_plan, evaluate, plot, public, table
 from host.link.client import Link
 from host.sessions import find_session, load
 
@@ -34,6 +34,7 @@ def run(args):
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     names = [n for n in args.trajectories.split(",") if n]
     controllers = [c for c in args.controllers.split(",") if c]
+    check_plan(names, args.seconds, controllers)  # names and numbers before any port or session is opened
     lin, cal = linear(args, controllers)
     if cal:
         say("linear calibration from " + ", ".join(cal["sessions"]) + ": " + ", ".join(
@@ -62,9 +63,11 @@ def linear(args, controllers):
         return [], None
     if args.linear:
         try:
-            return [float(v) for v in args.linear.split(",")], None
+            lin = [float(v) for v in args.linear.split(",")]
         except ValueError:
             raise UserError(f"--linear {args.linear}: give numbers a0,b0,a1,b1 (pulse = a + b * deg per joint)") from None
+        check_lin(lin)  # numbers in pairs here; their count against the board's joints once it says hello, before any run
+        return lin, None
     if args.calibrate:
         sessions = [load(find_session(s, args.out)) for s in args.calibrate]
     else:

@@ -8,18 +8,21 @@ import time
 
 from polyniod_firmware import protocol as P
 
+from host.commands import baud as check_baud, seconds
 from host.link.client import CommandError, Link
 from host.sim import registry
 
 STAGES_EVERY_S = 2.0  # `stages` costs the board a few ms of one tick: asked every few seconds, not every interval
 STAGES_ACK_S = 2.0  # an unanswered `stages` (a dropped line) is asked again after this
+MAX_INTERVAL_S = 3600.0
 
 
 def add_parser(sub):
     p = sub.add_parser("monitor", help="show live telemetry (values and rates) until Ctrl-C")
     p.add_argument("--port", required=True, help="serial port of the board (see `host ports`)")
-    p.add_argument("--interval", type=float, default=0.5, help="seconds between screen updates")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--interval", type=float, default=0.5, metavar="S",
+                   help=f"seconds between screen updates (default 0.5, at most {MAX_INTERVAL_S:g})")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after this many seconds (default: at Ctrl-C)")
     p.add_argument("--baud", type=int, help="link baud rate for the utilisation figure (default: the robot description's)")
     p.add_argument("--json", action="store_true", help="print one JSON object per interval instead of a table")
     p.set_defaults(run=run)
@@ -141,6 +144,7 @@ class StagePoller:
 
 
 def run(args):
+    check_arguments(args)
     with Link(args.port) as link:
         hello = link.connect()
         try:
@@ -148,6 +152,13 @@ def run(args):
         except KeyboardInterrupt:  # the normal way to stop watching
             return 0
     return 0 if stats is not None else 1
+
+
+def check_arguments(args):
+    """Before the port is opened: a screen update that comes, and a --duration that ends."""
+    seconds("--interval", args.interval, high=MAX_INTERVAL_S, hint=" between screen updates")
+    seconds("--duration", args.duration, hint=" (leave --duration out to watch until Ctrl-C)")
+    check_baud(args.baud)
 
 
 def watch(link, hello, duration=None, interval=0.5, as_json=False, baud=None, quiet=False, clock=None):

@@ -1,10 +1,15 @@
 """`host train`: sessions -> a trained model directory (checkpoint, metrics, curves, device blob)."""
 
 import json
+import os
 from pathlib import Path
 
 from host.errors import UserError
 from host.train.tasks import TASKS
+from polyniod_firmware import mlp
+
+MAX_LR = 10.0  # beyond any rate that trains (Adam's usual 1e-3..1e-2; SGD's at most ~1)
+MAX_SEED = (1 << 32) - 1
 
 
 def add_parser(sub):
@@ -40,7 +45,51 @@ def widths(text):
     return values
 
 
+def check_arguments(args):
+    """The numbers, before any session is read or a minute spent training a model the device cannot run."""
+    if args.lr is not None and not 0 < args.lr <= MAX_LR:
+        raise UserError(f"--lr {args.lr:g}: give a learning rate > 0 and at most {MAX_LR:g} (default 0.003)")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise UserError(f"--seed {args.seed}: give a whole number from 0 to {MAX_SEED}")
+    for flag in ("epochs", "batch", "patience"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag} {value}: give a whole number >= 1")
+    if args.ahead is not None and args.ahead < 0:
+        raise UserError(f"--ahead {args.ahead}: give ticks >= 0")
+    if args.hidden is not None:
+        if len(args.hidden) > mlp.MAX_LAYERS - 1 or max(args.hidden) > mlp.MAX_WIDTH:
+            raise UserError(f"--hidden {','.join(map(str, args.hidden))}: the device runs at most "
+                            f"{mlp.MAX_LAYERS - 1} hidden layers of at most {mlp.MAX_WIDTH} each")
+
+
+def _unexportable(e):
+    """True for the ValueError host.export.quantize raises on a model the device cannot run (NaN
+    weights after a diverged training, too many weights): the user's settings, not a bug."""
+    tb = e.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return os.path.join("export", "quantize.py") in tb.tb_frame.f_code.co_filename
+
+
 def run(args):
+    check_arguments(args)
+    try:
+        metrics = _train(args)
+    except ValueError as e:
+        if not _unexportable(e):
+            raise
+        why = str(e)
+        hint = "lower --lr (the training diverged)" if "NaN or infinite" in why else "give smaller --hidden layers"
+        raise UserError(f"the trained model cannot go onto the device ({why}): {hint}") from None
+    if args.json:
+        print(json.dumps(metrics, indent=1))
+    else:
+        print(summary(metrics))
+    return 0
+
+
+def _train(args):
     if args.resume:
         given = [flag for flag in ("task", "hidden", "act", "optim", "lr", "batch", "patience", "ahead", "device",
                                    "seed", "out") if getattr(args, flag) is not None] + (["qat"] if args.qat else [])
@@ -58,11 +107,7 @@ def run(args):
         metrics = train(task, args.sessions, out=out, progress=not args.quiet, ahead=args.ahead, hidden=args.hidden,
                         act=args.act, optim=args.optim, lr=args.lr, epochs=args.epochs, batch=args.batch,
                         patience=args.patience, qat=args.qat or None, device=args.device, seed=args.seed)
-    if args.json:
-        print(json.dumps(metrics, indent=1))
-    else:
-        print(summary(metrics))
-    return 0
+    return metrics
 
 
 def summary(m):
