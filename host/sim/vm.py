@@ -65,7 +65,8 @@ HOLD_S = 0.05  # a partial banner is held back at most this long
 BATCH_S = 0.001  # bytes move at most this often (a USB bridge's latency is larger)
 RTOS_TICK_S = 0.01  # FreeRTOS tick (100 Hz): a writer waiting on a full TX FIFO wakes on this grid
 GIL_SWITCH_S = 0.0005  # Python's default 5 ms would let a busy thread of this process stall every bus call
-PACE_CHECK_S = 0.002  # how often the supervisor checks that a VM making no calls keeps the board's pace
+PACE_CHECK_S = 0.002
+WEDGE_S = 1.0  # a VM blocked on a lock this long is deadlocked: reset it  # how often the supervisor checks that a VM making no calls keeps the board's pace
 
 
 class Console:
@@ -220,6 +221,7 @@ class VirtualGen0:
         self.soft_resets = self.hard_resets = self.crashes = 0
         self.tx_stalls = 0  # times the VM was stopped on a full TX FIFO
         self.pace_stops = 0  # times the VM was stopped for running ahead of the board's clock
+        self.wedges = 0  # times a deadlocked VM was reset
         self.clock = BoardClock(self.cpu, speed)
         self.failed = None  # why the VM could not boot, if it could not
         self._uart = Uart(baud, speed, corrupt, seed)
@@ -304,7 +306,8 @@ class VirtualGen0:
         return {"rx_bytes": u.rx_bytes, "rx_dropped": u.rx_dropped, "tx_bytes": u.tx_bytes,
                 "tx_lost": u.tx_lost, "tx_corrupted": u.tx_corrupted, "soft_resets": self.soft_resets,
                 "hard_resets": self.hard_resets, "crashes": self.crashes, "tx_stalls": self.tx_stalls,
-                "pace_stops": self.pace_stops, "bus_ops": self.bus_ops, "clock": self.clock.figures()}
+                "pace_stops": self.pace_stops, "wedges": self.wedges, "bus_ops": self.bus_ops,
+                "clock": self.clock.figures()}
 
     rx_dropped = property(lambda self: self._uart.rx_dropped)
     rx_bytes = property(lambda self: self._uart.rx_bytes)
@@ -334,7 +337,8 @@ class VirtualGen0:
         self._ready = False
         self._stopped = False
         self._tx_resume = self._pace_until = None
-        self._next_pace_check = 0.0
+        self._next_pace_check = self._next_wedge_check = 0.0
+        self._wedged_since = None
         self._console.raw_boot = mode == "raw"
         self._bus = Bus(self.board, self.imu_pins, self.clock, self._on_bus)
         rfd, wfd = self._bus.child_fds()
@@ -459,6 +463,9 @@ class VirtualGen0:
                 self._kill_vm()
             elif self._wdt_expired():
                 self._wdt_reset(now)
+            elif self._wedged(now):
+                self._request = "wedged"
+                self._kill_vm()
             if self._uart.rx_dropped != last_drops and now - last_drop_log > 1:
                 self.log(f"rx: {self._uart.rx_dropped - last_drops} bytes dropped (260-byte buffer full)")
                 last_drops, last_drop_log = self._uart.rx_dropped, now
@@ -482,6 +489,8 @@ class VirtualGen0:
             waits.append(0.05)
         if self._wdt:
             waits.append(0.01)
+        if self._proc and self._proc.returncode is None:
+            waits.append(max(0.0, self._next_wedge_check - now))
         waits = [w for w in waits if w is not None]
         return min(waits) if waits else None
 
@@ -529,7 +538,7 @@ class VirtualGen0:
             if data:
                 kept, _ = uart.receive(data, inq(self._vm_slave))
                 if CTRL_C in kept:
-                    self._ctrl_c_interrupts(not self._sigint_would_kill())
+                    kept = self._ctrl_c(kept)
                 if kept:
                     os.write(self._vm_master, kept)
         tx_blocked = self._tx_resume is not None or (not uart.tx_room() and inq(self._vm_master) > 0)
@@ -546,6 +555,54 @@ class VirtualGen0:
         """The next FreeRTOS tick after `now` (virtual clock: the grid runs at --speed)."""
         tick = RTOS_TICK_S / (self.speed or 1)
         return self._rtos0 + (int((now - self._rtos0) / tick) + 1) * tick
+
+    def _ctrl_c(self, data):
+        """0x03 from the host, as an ESP32 takes it: KeyboardInterrupt in code that runs, data at a prompt.
+
+        The VM's tty raises SIGINT itself while the friendly REPL runs code (ISIG on). Code started
+        from the raw REPL (mpremote exec/run) runs with the tty still raw: then, unless the VM sits
+        in a read of its stdin (a prompt), the interrupt is sent as a signal and 0x03 taken out of
+        the data, as the ESP32's UART interrupt takes it."""
+        if self._sigint_would_kill():
+            self._ctrl_c_interrupts(False)
+            return data
+        self._ctrl_c_interrupts(True)
+        if termios.tcgetattr(self._vm_slave)[3] & termios.ISIG or self._vm_syscall() == ("0", "0x0"):
+            return data
+        try:
+            os.kill(self._proc.pid, signal.SIGINT)
+        except (ProcessLookupError, AttributeError):
+            return data
+        return data.replace(bytes([CTRL_C]), b"")
+
+    def _vm_syscall(self):
+        """(syscall number, first argument) the VM is blocked in, ("running",) or () (Linux /proc)."""
+        try:
+            with open(f"/proc/{self._proc.pid}/syscall") as f:
+                return tuple(f.read().split()[:2])
+        except (OSError, AttributeError):
+            return ()
+
+    def _wedged(self, now):
+        """A single-threaded VM blocked on a futex can never wake: the unix port's SIGINT handler
+        jumped out of code that held a lock (an ESP32 defers the interrupt and cannot hang so).
+        True once it has been so for WEDGE_S: the supervisor then resets it, as a watchdog would."""
+        if now < self._next_wedge_check or not self._proc or self._proc.returncode is not None:
+            return False
+        self._next_wedge_check = now + WEDGE_S / 4
+        stuck = self._vm_syscall()[:1] == ("202",) and not self._stopped
+        if stuck:
+            try:
+                with open(f"/proc/{self._proc.pid}/status") as f:
+                    stuck = any(line.split() == ["Threads:", "1"] for line in f)
+            except OSError:
+                stuck = False
+        if not stuck:
+            self._wedged_since = None
+            return False
+        if self._wedged_since is None:
+            self._wedged_since = now
+        return now - self._wedged_since >= WEDGE_S
 
     def _sigint_would_kill(self):
         """Code runs with Ctrl-C disabled (micropython.kbd_intr(-1))? The unix VM then leaves SIGINT
@@ -597,6 +654,11 @@ class VirtualGen0:
             return
         if request == "reset":
             self._hard_reset(SOFT_RESET, "machine.reset()")
+        elif request == "wedged":
+            self.wedges += 1
+            self._out += (b"\r\nGuru Meditation Error: Core  1 panic'ed (Interrupt wdt timeout on CPU1: the MicroPython "
+                          b"VM deadlocked, a Ctrl-C cut into it holding a lock)\r\n\r\nRebooting...\r\n")
+            self._hard_reset(SOFT_RESET, "the VM deadlocked")
         elif request == "wdt":
             self._hard_reset(WDT_RESET, "WDT")
         elif request == "soft_reset" or code >= 0:
