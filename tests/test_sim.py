@@ -123,7 +123,10 @@ def test_main_py_crash_is_shown_as_micropython_shows_it(sim, port):
 
 def test_mpremote_reset_then_resume(sim):
     mpremote(sim.port, "exec", "open('keep.txt', 'w').write('kept')")
-    mpremote(sim.port, "reset")
+    mpremote(sim.port, "reset")  # returns at once; the board resets 100 ms later (a Ctrl-C before then stops it)
+    deadline = time.monotonic() + 10
+    while sim.hard_resets == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
     out = mpremote(sim.port, "resume", "exec", "import machine, time; print(machine.reset_cause(), time.ticks_ms() < 2000, open('keep.txt').read())")
     assert out.split() == ["5", "True", "kept"]
     assert sim.hard_resets == 1
@@ -464,8 +467,8 @@ def test_gen0_streams_and_ctrl_c_returns_the_repl(gen0):
 
 
 PACE_SCRIPT = """
-import gc, machine, time, gen0bus
-vm = gen0bus.time  # the VM's own clock: the host's µs
+import gc, machine, time
+vm = machine.bus.time  # the VM's own clock (the host's µs), through the shim's bus: not on a board
 def work(n):
     s = 0
     for i in range(n):
@@ -483,12 +486,16 @@ def both(n):
 a = both(20000)
 machine.freq(240000000)
 b = both(20000)
-v = vm.ticks_us()
-gc._real.collect()  # the collector itself, timed by the VM's clock
-v = vm.ticks_diff(vm.ticks_us(), v)
-t = time.ticks_us()
-gc.collect()  # through the ESP32's gc: billed on the board's clock (a wait to pay for it is not)
-g = (time.ticks_diff(time.ticks_us(), t), v)
+keep = [[i] for i in range(1500)]  # live objects to mark: a collection of ~1 ms, not of a few µs
+g = None
+for r in range(3):  # the least of each: a host that takes the CPU away only makes either longer
+    v = vm.ticks_us()
+    machine.bus.gc.collect()  # the VM's own collector, timed by the VM's clock
+    v = vm.ticks_diff(vm.ticks_us(), v)
+    t = time.ticks_us()
+    gc.collect()  # through the ESP32's gc: billed on the board's clock (a wait to pay for it is not)
+    t = time.ticks_diff(time.ticks_us(), t)
+    g = (t, v) if g is None else (min(g[0], t), min(g[1], v))
 print('pace', a[0], a[1], b[0], b[1], g[0], g[1])
 """
 
@@ -566,3 +573,45 @@ def test_ctrl_c_at_any_moment_of_a_boot_never_wedges_the_board(gen0):
         raise AssertionError(f"mpremote hung after the storm: VM in {gen0._vm_syscall()}, {gen0.mode} REPL, "
                              f"{gen0.counters()}, mpremote said {e.stdout!r} {e.stderr!r}") from None
     assert out.strip() == "42"
+
+
+BOARD_FACTS = """
+import sys, os, time, machine, gc, select, esp, esp32, network
+print(sys, os, time, machine, gc, select, esp, esp32, network)
+print(sys.implementation.version, sys.maxsize, esp.flash_size(), esp32.raw_temperature())
+sta, ap = network.WLAN(network.STA_IF), network.WLAN(network.AP_IF)
+print(sta is network.WLAN(), sta.active(), sta.config('mac') == machine.unique_id(), ap.config('essid'))
+try:
+    sta.connect('home', 'secret')
+except OSError as e:
+    print('inactive:', e)
+sta.active(True)
+sta.connect('home', 'secret')
+print(sta.scan(), sta.status() == network.STAT_CONNECTING, sta.isconnected())
+for bad in ("time.sleep('a')", "time.sleep_ms(1.5)", "import gen0bus"):
+    try:
+        exec(bad)
+    except Exception as e:
+        print(type(e).__name__ + ':', e)
+"""
+
+
+def test_the_board_answers_as_an_esp32_does(sim, tmp_path):
+    """What a user pokes at first shows an ESP32, not the unix VM under it (issue 10, point 9)."""
+    assert "<VfsLfs2>" in mpremote(sim.port, "df")
+    out = run_script(sim.port, tmp_path, BOARD_FACTS).splitlines()
+    names = ("sys", "os", "time", "machine", "gc", "select", "esp", "esp32", "network")
+    assert out[0] == " ".join(f"<module '{n}'>" for n in names), out[0]  # no host path, no wrapper class
+    assert out[1] == "(1, 29, 0, '') 2147483647 4194304 128", out[1]  # a release build; 31-bit small ints
+    assert out[2].startswith("True False True ESP_"), out[2]  # one STA object; the MAC is unique_id()
+    assert out[3] == "inactive: Wifi Not Started"
+    assert out[4] == "[] True False"  # no access point in range: it keeps trying, as a board does
+    assert out[5:] == ["TypeError: can't convert str to float", "TypeError: can't convert float to int",
+                       "ImportError: no module named 'gen0bus'"]
+    for crash in ("import network; network.WLAN().connect('x')", "import machine; machine.Pin(99)",
+                  "import time; time.sleep_us('x')"):  # errors raised by the emulation's own code
+        proc = subprocess.run([sys.executable, "-m", "mpremote", "connect", sim.port, "exec", crash],
+                              capture_output=True, text=True, timeout=60)
+        text = proc.stdout + proc.stderr
+        assert proc.returncode == 1 and 'File "<stdin>", line 1, in <module>' in text, text
+        assert str(sim_vm.SHIM_DIR) not in text and "shim" not in text and text.count("File ") == 1, text

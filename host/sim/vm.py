@@ -47,7 +47,7 @@ SHIM_DIR = Path(__file__).resolve().parent / "shim"
 BOOTSTRAP = SHIM_DIR / "bootstrap.py"
 HEAP_KB = 110  # the ESP32's Python heap (no PSRAM) being modeled
 HEAP_SCALE = 2  # a 64-bit VM's objects and GC blocks (4 words) are twice an ESP32's (SIM.md)
-SHIM_KB = 34  # what the shims and bootstrap keep, added so that the firmware gets all of the rest
+SHIM_KB = 45  # what the shims and bootstrap keep, added so that the firmware gets all of the rest
 
 PWRON_RESET, WDT_RESET, SOFT_RESET = 1, 3, 5
 ROM_RESET = {PWRON_RESET: "0x1 (POWERON_RESET)", SOFT_RESET: "0xc (SW_CPU_RESET)", WDT_RESET: "0xc (SW_CPU_RESET)"}

@@ -14,7 +14,7 @@ ticks_us call's cost (board µs x 1024, for clock reads answered in the VM).
 """
 
 
-class FlashVfs:
+class VfsLfs2:
     """The flash directory as the ESP32's littlefs shows it: ilistdir gives sizes, statvfs a 2 MiB partition."""
 
     BLOCK = 4096
@@ -22,6 +22,9 @@ class FlashVfs:
 
     def __init__(self, fs):
         self.fs = fs
+
+    def __repr__(self):
+        return "<VfsLfs2>"  # what mpremote df prints, as for the port's C type
 
     def mount(self, readonly, mkfs):
         pass
@@ -70,16 +73,24 @@ class FlashVfs:
         return self.fs.rmdir(path)
 
 
-class EspModule:
-    """A built-in module as the ESP32 port has it: the VM's own, with some names answered differently."""
+def builtin(name, real, names):
+    """A built-in module as the ESP32 port has it: a copy of the VM's own, some names answered differently.
 
-    def __init__(self, real, names):
-        for name in names:
-            setattr(self, name, names[name])
-        self._real = real
+    A real module object (a fresh import of the empty espmodule.py), so that it prints as <module 'os'>.
+    """
+    import sys
 
-    def __getattr__(self, name):
-        return getattr(self._real, name)
+    import espmodule
+
+    del sys.modules["espmodule"]
+    space = espmodule.__dict__
+    for key in dir(real):
+        if not key.startswith("__"):
+            space[key] = getattr(real, key)
+    space.update(names)
+    space["__name__"] = name
+    del space["__file__"]
+    return espmodule
 
 
 CALIBRATION_CALLS = 48  # per kind of call
@@ -232,7 +243,7 @@ def _boot():
     sys.argv.clear()
     bus.init(int(rfd), int(wfd), int(factor_q), int(read_q))
     bus.set_cold(int(cold_us), int(cold_ratio))
-    vtime.init(int(rtc), int(mhz))
+    vtime._init(int(rtc), int(mhz))
     machine._init(bytes.fromhex(uid), int(cause), int(mhz))
     if calibrate != "0":
         _calibrate(bus, machine, vtime, calibrate == "2")
@@ -245,14 +256,15 @@ def _boot():
     uname = namedtuple("uname_result", ("sysname", "nodename", "release", "version", "machine"))(
         "esp32", "esp32", release, "v%s on %s" % (release, built), board)
     esp_impl = namedtuple("implementation", ("name", "version", "_machine", "_mpy", "_build"))(
-        impl.name, impl.version, board, impl._mpy, "ESP32_GENERIC")
-    sys.modules["os"] = sys.modules["uos"] = EspModule(os, {"uname": lambda: uname})
-    sys.modules["sys"] = sys.modules["usys"] = EspModule(sys, {
+        impl.name, impl.version[:3] + ("",), board, impl._mpy, "ESP32_GENERIC")  # a release build
+    sys.modules["os"] = sys.modules["uos"] = builtin("os", os, {"uname": lambda: uname})
+    sys.modules["sys"] = sys.modules["usys"] = builtin("sys", sys, {
         "platform": "esp32", "implementation": esp_impl, "version": "3.4.0; MicroPython v%s on %s" % (release, built),
-        "stdin": bus.Stdio(sys.stdin, sys.stdin.buffer), "stdout": bus.Stdio(sys.stdout, sys.stdout.buffer)})
+        "maxsize": 2147483647, "stdin": bus.Stdio(sys.stdin, sys.stdin.buffer),
+        "stdout": bus.Stdio(sys.stdout, sys.stdout.buffer)})
     import select
 
-    sys.modules["select"] = sys.modules["uselect"] = EspModule(select, {"poll": lambda: bus.Stdio(select.poll())})
+    sys.modules["select"] = sys.modules["uselect"] = builtin("select", select, {"poll": lambda: bus.Stdio(select.poll())})
 
     def collect():  # the supervisor bills the collector's CPU at the ESP32's GC factor
         bus.call(bus.GC, 0, 0, 1, 0)
@@ -261,10 +273,19 @@ def _boot():
         finally:
             bus.call(bus.GC, 0, 0, 0, 0)
 
-    sys.modules["gc"] = EspModule(gc, {"collect": collect})
+    sys.modules["gc"] = builtin("gc", gc, {"collect": collect})
+    import esp
+    import esp32
+    import network
+
+    for shim in (machine, vtime, esp, esp32, network):  # print as built-ins do: no host path
+        del shim.__dict__["__file__"]
+    vtime.__dict__["__name__"] = "time"
+    del sys.modules["gen0bus"]  # not importable, as on a board; tests reach it as machine.bus
+    bus.gc = gc  # the VM's own collector, for tests that time it
     flash = os.getcwd()
     os.umount("/")
-    os.mount(FlashVfs(os.VfsPosix(flash)), "/")
+    os.mount(VfsLfs2(os.VfsPosix(flash)), "/")
     sys.path[:] = ["", ".frozen", "/lib"]
     bus.send(bus.READY)
 
@@ -298,4 +319,4 @@ def _boot():
 
 _boot()
 del _boot, _calibrate, _cold, _hot_cold, _Stretch, _LongStretch, CALIBRATION_CALLS, COLD_RUNS, COLD_SLEEP_US
-del FlashVfs, EspModule, __file__
+del VfsLfs2, builtin, __file__

@@ -420,7 +420,7 @@ def freq(hz=None):
         raise ValueError("frequency must be 20MHz, 40MHz, 80Mhz, 160MHz or 240MHz")
     bus.set_factor(bus.call(bus.FREQ, 0, 0, hz // 1000000, 0))
     _cpu_hz = hz
-    vtime.cpu_mhz = hz // 1000000
+    vtime._cpu_mhz = hz // 1000000
 
 
 @micropython.native

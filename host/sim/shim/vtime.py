@@ -22,39 +22,48 @@ _EPOCH_2000 = const(946684800)
 _MAX_SLEEP_US = const(0x3FFFFFFF)  # one SLEEP call carries at most this (int32)
 
 _rtc_us = 0  # µs from power-on to this boot's t=0 (hard resets keep the RTC running)
-cpu_mhz = 160  # machine.freq() keeps this; ticks_cpu counts cycles
+_cpu_mhz = 160  # machine.freq() keeps this; ticks_cpu counts cycles
 
 
-def init(rtc_us, mhz):
-    global _rtc_us, cpu_mhz
+def _init(rtc_us, mhz):
+    global _rtc_us, _cpu_mhz
     _rtc_us = rtc_us
-    cpu_mhz = mhz
+    _cpu_mhz = mhz
 
 
 @micropython.native
-def now():
+def _now():
     """µs since power-on, not wrapped: the board's clock."""
     return bus.clock()
 
 
 @micropython.native
 def ticks_us():
-    return now() & _MASK
+    return _now() & _MASK
 
 
 @micropython.native
 def ticks_ms():
-    return (now() // 1000) & _MASK
+    return (_now() // 1000) & _MASK
 
 
 @micropython.native
 def ticks_cpu():
-    return (now() * cpu_mhz) & _MASK
+    return (_now() * _cpu_mhz) & _MASK
+
+
+@micropython.native
+def _number(x, kind):
+    """x if the ESP32 port's mp_obj_get_int/_float would take it; its TypeError if not."""
+    if isinstance(x, (int, bool)) or (kind is float and isinstance(x, float)):
+        return x
+    raise TypeError("can't convert %s to %s" % (type(x).__name__, kind.__name__))
 
 
 @micropython.native
 def sleep_us(us):
     """Block for `us` µs of board time (<= 0: return at once, as the ESP32 port does)."""
+    us = _number(us, int)
     while True:
         step = us if us < _MAX_SLEEP_US else _MAX_SLEEP_US
         bus.call(bus.SLEEP, 0, 0, step if step > 0 else 0, 0)
@@ -65,12 +74,12 @@ def sleep_us(us):
 
 @micropython.native
 def sleep_ms(ms):
-    sleep_us(ms * 1000)
+    sleep_us(_number(ms, int) * 1000)
 
 
 @micropython.native
 def sleep(s):
-    sleep_us(int(s * 1000000))
+    sleep_us(int(_number(s, float) * 1000000))
 
 
 # Wrapping arithmetic with the ESP32's period.
@@ -89,12 +98,12 @@ def ticks_add(ticks, delta):
 # Calendar: epoch 2000-01-01, the RTC starts there at power-on.
 @micropython.native
 def time():
-    return (_rtc_us + now()) // 1000000
+    return (_rtc_us + _now()) // 1000000
 
 
 @micropython.native
 def time_ns():
-    return (_rtc_us + now()) * 1000
+    return (_rtc_us + _now()) * 1000
 
 
 @micropython.native
