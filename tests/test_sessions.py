@@ -327,8 +327,9 @@ def test_a_failing_write_raises_a_clear_error_and_keeps_a_loadable_file(tmp_path
 
 
 def test_bulk_runs_decode_exactly_as_frame_by_frame():
-    """Loading leans on FrameDecoder.feed_runs: many equal-size frames checked by one CRC. Fed byte
-    by byte, the decoder takes every frame alone; both must agree, damage and other versions included."""
+    """Loading leans on FrameDecoder.feed_runs: frames checked (each on its own CRC) but left packed, in
+    runs of equal size. Fed byte by byte through feed(), every frame is taken alone; both must agree,
+    damage and other versions included."""
     rng = random.Random(3)
     for trial in range(300):
         frames = []
