@@ -34,7 +34,8 @@ def inq(fd):
 
 
 def vm_pty():
-    """(master, slave) for the VM: raw but for ISIG (0x03 -> SIGINT; NOFLSH keeps queued input)."""
+    """(master, slave) for the VM: raw (NOFLSH keeps queued input). ISIG stays on for the unix REPL to
+    toggle, but no character raises a signal: the supervisor interrupts the VM itself (vm.py, _ctrl_c)."""
     master, slave = os.openpty()
     attrs = termios.tcgetattr(slave)
     attrs[0] = 0  # iflag: no CR/NL mapping, no IXON flow control
@@ -43,8 +44,7 @@ def vm_pty():
     attrs[3] = termios.ISIG | termios.NOFLSH  # no echo, no line editing, no IEXTEN
     cc = attrs[6]
     cc[termios.VMIN], cc[termios.VTIME] = 1, 0
-    cc[termios.VINTR] = CTRL_C
-    cc[termios.VQUIT] = cc[termios.VSUSP] = 0  # else 0x1C/0x1A would kill/stop the VM
+    cc[termios.VINTR] = cc[termios.VQUIT] = cc[termios.VSUSP] = 0  # else 0x03/0x1C/0x1A would signal the VM
     termios.tcsetattr(slave, termios.TCSANOW, attrs)
     os.set_blocking(master, False)
     return master, slave, attrs

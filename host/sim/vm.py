@@ -21,8 +21,10 @@ See SIM.md for the differences that remain.
 """
 
 import atexit
+import contextlib
 import errno
 import fcntl
+import importlib.util
 import os
 import re
 import select
@@ -45,6 +47,7 @@ from host.sim.port import CTRL_C, HOST_QUEUE, TX_FIFO, Uart, UserPort, inq, vm_p
 
 SHIM_DIR = Path(__file__).resolve().parent / "shim"
 BOOTSTRAP = SHIM_DIR / "bootstrap.py"
+VM_MAIN = Path(__file__).resolve().parent / "vm_main.py"
 HEAP_KB = 110  # the ESP32's Python heap (no PSRAM) being modeled
 HEAP_SCALE = 2  # a 64-bit VM's objects and GC blocks (4 words) are twice an ESP32's (SIM.md)
 SHIM_KB = 45  # what the shims and bootstrap keep, added so that the firmware gets all of the rest
@@ -65,8 +68,8 @@ HOLD_S = 0.05  # a partial banner is held back at most this long
 BATCH_S = 0.001  # bytes move at most this often (a USB bridge's latency is larger)
 RTOS_TICK_S = 0.01  # FreeRTOS tick (100 Hz): a writer waiting on a full TX FIFO wakes on this grid
 GIL_SWITCH_S = 0.0005  # Python's default 5 ms would let a busy thread of this process stall every bus call
-PACE_CHECK_S = 0.002
-WEDGE_S = 1.0  # a VM blocked on a lock this long is deadlocked: reset it  # how often the supervisor checks that a VM making no calls keeps the board's pace
+PACE_CHECK_S = 0.002  # how often the supervisor checks that a VM making no calls keeps the board's pace
+WEDGE_S = 1.0  # a VM blocked on a lock this long is deadlocked: reset it
 
 
 class Console:
@@ -150,6 +153,17 @@ def find_micropython():
     return exe
 
 
+def vm_launch(exe):
+    """(command prefix that starts the VM, the signal that interrupts it as an ESP32's Ctrl-C does).
+
+    The PyPI VM is a CPython extension: host/sim/vm_main.py runs it with a deferred Ctrl-C. Another
+    build (a native `micropython`) gets the unix port's own SIGINT, which can deadlock it (the
+    supervisor's watchdog then resets it, SIM.md)."""
+    if importlib.util.find_spec("micropython_run"):
+        return [sys.executable, str(VM_MAIN)], signal.SIGUSR1
+    return [exe], signal.SIGINT
+
+
 _versions = {}
 
 
@@ -191,6 +205,7 @@ class VirtualGen0:
         if not 16 <= heap_kb <= 1 << 20:
             raise UserError(f"--heap-kb {heap_kb}: give a heap size in KiB, at least 16")
         self.exe = find_micropython()
+        self._launch, self._kbd_signal = vm_launch(self.exe)
         self.version = vm_version(self.exe)
         self.cpu = for_host(self.cpu, host_speed(self.exe) if self.cpu.scales and self.cpu.factor else 1.0)
         robot_file = Path(robot) if robot else None
@@ -345,14 +360,14 @@ class VirtualGen0:
         heap = (self.heap_kb * HEAP_SCALE + SHIM_KB) * 1024
         calibrate = "0" if not self.cpu.factor else "1" if self.clock.cold else "2"  # 2: the cold run too (first boot)
         cold_us, cold_ratio = self.clock.cold or (0.0, 1.0)
-        args = [self.exe, "-X", f"heapsize={heap}", "-i", str(BOOTSTRAP), str(rfd), str(wfd), mode, str(self._cause),
+        args = [*self._launch, "-X", f"heapsize={heap}", "-i", str(BOOTSTRAP), str(rfd), str(wfd), mode, str(self._cause),
                 str(self._rtc_us), self.board.unique_id.hex(), str(self.clock.mhz), calibrate,
                 str(self.clock.factor_q()), str(round(self.board.cost_us("clock") * 1024)),
                 str(round(cold_us * 100)), str(round(cold_ratio * 100))]
         termios.tcsetattr(self._vm_slave, termios.TCSANOW, self._vm_attrs)  # a killed VM may have left it raw
         slave = self._vm_slave
 
-        def controlling_tty():  # runs in the child: the pty must be its controlling tty for 0x03 -> SIGINT
+        def controlling_tty():  # in the child: its own session (a Ctrl-C to `host sim` is not its), the pty its tty
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
@@ -538,8 +553,8 @@ class VirtualGen0:
             if data:
                 kept, _ = uart.receive(data, inq(self._vm_slave))
                 if CTRL_C in kept:
-                    kept = self._ctrl_c(kept)
-                if kept:
+                    self._ctrl_c(kept)
+                elif kept:
                     os.write(self._vm_master, kept)
         tx_blocked = self._tx_resume is not None or (not uart.tx_room() and inq(self._vm_master) > 0)
         blocked = tx_blocked or self._pace_until is not None
@@ -557,23 +572,57 @@ class VirtualGen0:
         return self._rtos0 + (int((now - self._rtos0) / tick) + 1) * tick
 
     def _ctrl_c(self, data):
-        """0x03 from the host, as an ESP32 takes it: KeyboardInterrupt in code that runs, data at a prompt.
+        """Hand the VM input holding 0x03 as an ESP32 takes it: a KeyboardInterrupt in code that runs
+        with Ctrl-C enabled (the 0x03 taken out, as the ESP32's UART interrupt takes it), data at a
+        prompt, in a paste, or under micropython.kbd_intr(-1).
 
-        The VM's tty raises SIGINT itself while the friendly REPL runs code (ISIG on). Code started
-        from the raw REPL (mpremote exec/run) runs with the tty still raw: then, unless the VM sits
-        in a read of its stdin (a prompt), the interrupt is sent as a signal and 0x03 taken out of
-        the data, as the ESP32's UART interrupt takes it."""
-        if self._sigint_would_kill():
-            self._ctrl_c_interrupts(False)
-            return data
-        self._ctrl_c_interrupts(True)
-        if termios.tcgetattr(self._vm_slave)[3] & termios.ISIG or self._vm_syscall() == ("0", "0x0"):
-            return data
+        The tty never turns 0x03 into a signal (VINTR off): the supervisor sends vm_main's
+        KEYBOARD_INTERRUPT, which marks a KeyboardInterrupt pending as an ESP32 does. Whether code
+        runs with Ctrl-C enabled shows in /proc: the VM catches SIGINT exactly then. The VM is held
+        (stopped) while that is read and the signal sent, so a script that ends meanwhile cannot
+        take an interrupt meant for it to the prompt."""
+        with self._vm_held():
+            caught = self._sigint_caught()  # True, False, or None: unknown (no /proc)
+            if caught is not False:
+                try:
+                    os.kill(self._proc.pid, self._kbd_signal)
+                except ProcessLookupError:
+                    pass
+                if caught:  # the UART interrupt takes the 0x03 (unknown: it goes in too, for a prompt)
+                    data = data.replace(bytes([CTRL_C]), b"")
+            if data:
+                os.write(self._vm_master, data)
+
+    @contextlib.contextmanager
+    def _vm_held(self):
+        """The VM stopped (SIGSTOP, and seen stopped in /proc) for the block; as it was after."""
+        proc = self._proc
+        alive = proc is not None and proc.returncode is None
+        hold = alive and not self._stopped  # else stopped already (paced), or sent SIGSTOP just now
         try:
-            os.kill(self._proc.pid, signal.SIGINT)
-        except (ProcessLookupError, AttributeError):
-            return data
-        return data.replace(bytes([CTRL_C]), b"")
+            if hold:
+                os.kill(proc.pid, signal.SIGSTOP)
+            end = time.monotonic() + 0.05
+            while alive and self._vm_state() not in ("T", "t", "Z", "X", "") and time.monotonic() < end:
+                time.sleep(0.0001)
+        except ProcessLookupError:
+            hold = False
+        try:
+            yield
+        finally:
+            if hold:
+                try:
+                    os.kill(proc.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+
+    def _vm_state(self):
+        """The VM's scheduler state letter (R, S, T, Z, ...) from /proc, '' if unknown."""
+        try:
+            with open(f"/proc/{self._proc.pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError, AttributeError):
+            return ""
 
     def _vm_syscall(self):
         """(syscall number, first argument) the VM is blocked in, ("running",) or () (Linux /proc)."""
@@ -604,26 +653,16 @@ class VirtualGen0:
             self._wedged_since = now
         return now - self._wedged_since >= WEDGE_S
 
-    def _sigint_would_kill(self):
-        """Code runs with Ctrl-C disabled (micropython.kbd_intr(-1))? The unix VM then leaves SIGINT
-        at its default action (death) where an ESP32 reads 0x03 as data; /proc tells (Linux)."""
-        if not termios.tcgetattr(self._vm_slave)[3] & termios.ISIG:
-            return False  # at its prompt the VM reads 0x03 itself
+    def _sigint_caught(self):
+        """Does the VM catch SIGINT now? It does while it runs code with Ctrl-C enabled; at a prompt
+        or under micropython.kbd_intr(-1) SIGINT is at its default action. /proc tells (Linux); None: unknown."""
         try:
             with open(f"/proc/{self._proc.pid}/status") as f:
                 masks = dict(line.split(":", 1) for line in f if line.startswith(("SigCgt", "SigIgn")))
-        except (OSError, ValueError):
-            return False
+        except (OSError, ValueError, AttributeError):
+            return None if not os.path.isdir("/proc/self") else False
         handled = int(masks.get("SigCgt", "0"), 16) | int(masks.get("SigIgn", "0"), 16)
-        return not handled & (1 << (signal.SIGINT - 1))
-
-    def _ctrl_c_interrupts(self, yes):
-        """Make the tty turn 0x03 into SIGINT, or (no) pass it as plain input."""
-        attrs = termios.tcgetattr(self._vm_slave)
-        want = bytes([CTRL_C]) if yes else b"\0"
-        if attrs[6][termios.VINTR] != want:
-            attrs[6][termios.VINTR] = want
-            termios.tcsetattr(self._vm_slave, termios.TCSANOW, attrs)
+        return bool(handled & (1 << (signal.SIGINT - 1)))
 
     # -- ends of a VM --------------------------------------------------------------
     def _kill_vm(self):
