@@ -6,7 +6,9 @@ the first 0x03 written until "KeyboardInterrupt" read, wall seconds, the UART's 
 ways and what a printing script had queued included), soft reboots cut at random moments, and
 mpremote runs killed mid-exec (then: the next `mpremote exec` as a whole, process start included).
 An ESP32 raises the interrupt at the script's next check (SIM.md "Ctrl-C"); the target is every
-stop within 0.5 s. Figures are wall time: run on a quiet machine.
+stop within 0.5 s. A printing script stops as fast, but its traceback queues behind the few KB the
+VM wrote before the supervisor stopped it (SIM.md, "Known differences": a pty cannot block a writer
+at the 128-byte FIFO), ~0.35 s at 115200 baud. Figures are wall time: run on a quiet machine.
 
 Usage: python benchmarks/bench_ctrl_c.py [--rounds N] [--seed N] [--json]
 """

@@ -556,7 +556,7 @@ class VirtualGen0:
                     self._ctrl_c(kept)
                 elif kept:
                     os.write(self._vm_master, kept)
-        tx_blocked = self._tx_resume is not None or (not uart.tx_room() and inq(self._vm_master) > 0)
+        tx_blocked = self._tx_blocked()
         blocked = tx_blocked or self._pace_until is not None
         if blocked != self._stopped and self._proc and self._proc.returncode is None:
             try:
@@ -565,6 +565,10 @@ class VirtualGen0:
                 self.tx_stalls += blocked and tx_blocked
             except ProcessLookupError:
                 pass
+
+    def _tx_blocked(self):
+        """The VM waits on its TX FIFO: what it wrote is still queued (it is stopped meanwhile)."""
+        return self._tx_resume is not None or (not self._uart.tx_room() and inq(self._vm_master) > 0)
 
     def _next_rtos_tick(self, now):
         """The next FreeRTOS tick after `now` (virtual clock: the grid runs at --speed)."""
@@ -592,6 +596,12 @@ class VirtualGen0:
                     data = data.replace(bytes([CTRL_C]), b"")
             if data:
                 os.write(self._vm_master, data)
+        if caught is not False and self._stopped and not self._tx_blocked():
+            try:  # stopped to keep the board's pace: let it take the interrupt now (stopped again if it must)
+                os.kill(self._proc.pid, signal.SIGCONT)
+                self._stopped = False
+            except ProcessLookupError:
+                pass
 
     @contextlib.contextmanager
     def _vm_held(self):
