@@ -250,7 +250,7 @@ print(a, b, time.ticks_diff(b, a), time.ticks_add(a, 200000) <= b, time.ticks_di
 """)
     a, b, diff, ordered, one = out.split()
     assert (1 << 30) - 200000 < int(a) < 1 << 30 and int(b) < 200000
-    assert 200000 <= int(diff) < 200100 and ordered == "True" and one == "1"
+    assert 200000 <= int(diff) < 201000 and ordered == "True" and one == "1"  # + the VM's work at an ESP32's pace
 
 
 def test_clock_like_an_esp32_across_resets(make_sim, tmp_path):
