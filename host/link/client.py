@@ -20,8 +20,8 @@ import time
 from polyniod_firmware import protocol as P
 from polyniod_firmware.version import FIRMWARE_VERSION
 
-from host.errors import DeviceError
-from host.link.port import DEFAULT_BAUD, open_port
+from host.errors import DeviceError, UserError
+from host.link.port import DEFAULT_BAUD, open_port, write
 from host.link.schema import TelemetrySchema
 
 
@@ -190,8 +190,12 @@ class Link:
 
     # -- commands -------------------------------------------------------------
     def send_raw(self, data):
-        self.serial.write(data)
-        self.serial.flush()
+        """Write `data`; a port that stops taking bytes ends the link with a PortError (port.write)."""
+        try:
+            write(self.serial, self.port_name, data)
+        except UserError as e:
+            self.error = str(e)
+            raise
 
     def request(self, name, *args, timeout=0.5, retries=3):
         """Send a command and return the ack's data bytes; CommandError on a refusal.

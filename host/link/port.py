@@ -12,22 +12,42 @@ import serial
 from host.errors import PortError
 
 DEFAULT_BAUD = 115200
+# A write that waits longer than this means nothing takes the bytes (a device that streams but never
+# reads, a port another program holds stopped): at 115200 baud a command of a few hundred bytes goes in
+# ~30 ms and the board's 260-byte RX buffer drains in ~25 ms, so a slow-but-working board is far below it.
+WRITE_TIMEOUT_S = 3.0
 
 
 def open_port(port, baud=DEFAULT_BAUD, timeout=0.05):
-    """An open, exclusive serial.Serial on `port`, or a PortError that says what to do."""
+    """An open, exclusive serial.Serial on `port`, or a PortError that says what to do.
+
+    Its writes wait at most WRITE_TIMEOUT_S (serial.SerialTimeoutException, see write()): without a
+    write timeout a port that never takes data blocks the host forever."""
     if not port:
         raise PortError("no port given: pass --port PORT (see `host ports`)")
     if not port.startswith(("socket://", "rfc2217://", "loop://")) and not os.path.exists(port):
         raise PortError(f"no serial port at {port}: run `host ports` to list the ports on this machine")
     try:
-        ser = serial.serial_for_url(port, baudrate=baud, timeout=timeout, exclusive=True, do_not_open=True)
+        ser = serial.serial_for_url(port, baudrate=baud, timeout=timeout, write_timeout=WRITE_TIMEOUT_S,
+                                     exclusive=True, do_not_open=True)
         ser.open()
     except serial.SerialException as e:
         raise _explain(port, e) from None
     except OSError as e:
         raise _explain(port, e) from None
     return ser
+
+
+def write(ser, port, data):
+    """Write all of `data` to an open port, or a one-line PortError when the port stops taking bytes.
+
+    No tcdrain (serial.flush()) after it: that waits for the line to drain with no timeout at all, and
+    the kernel sends what was written anyway."""
+    try:
+        ser.write(data)
+    except serial.SerialTimeoutException:
+        raise PortError(f"{port} does not take data (a write waited {WRITE_TIMEOUT_S:g} s): is it the robot's "
+                        f"USB port (see `host ports`)? is something else holding it?") from None
 
 
 def _explain(port, e):
