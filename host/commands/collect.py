@@ -5,17 +5,18 @@ import signal
 import threading
 
 from host.collect import collect
+from host.commands.ports import add_port, board_port
 from host.errors import UserError
 
 
 def add_parser(sub):
     p = sub.add_parser("collect", help="record a telemetry session while the board runs a program")
-    p.add_argument("--port", required=True, help="serial port of the board (see `host ports`)")
+    add_port(p)
     p.add_argument("--duration", type=float, metavar="S",
                    help="seconds to record (default: the program's own duration; with --program idle: until Ctrl-C)")
     p.add_argument("--program", default="steps",
-                   help="on-device program: steps, chirp, sweep, prbs, or idle (just record); default steps")
-    p.add_argument("--seed", type=int, help="the program's seed (steps, prbs)")
+                   help="on-device program: steps, chirp, sweep, prbs, or idle (just record)")
+    p.add_argument("--seed", type=int, help="the program's seed (steps, prbs; default: the program's own)")
     p.add_argument("--param", action="append", default=[], metavar="K=V", help="a program parameter (repeatable)")
     p.add_argument("--name", help="session name (default: from the date and time)")
     p.add_argument("--out", metavar="DIR", help="sessions directory (default $POLYNIOD_SESSIONS or ./sessions)")
@@ -35,8 +36,9 @@ def parse_params(items):
 
 def run(args):
     params = parse_params(args.param)
+    port = board_port(args.port)
     summary = with_stop_signals(lambda stop: collect(
-        args.port, program=args.program, seed=args.seed, params=params, duration=args.duration,
+        port, program=args.program, seed=args.seed, params=params, duration=args.duration,
         name=args.name, out=args.out, stop=stop))
     if args.json:
         print(json.dumps(summary))

@@ -4,7 +4,6 @@ import json
 import sys
 
 from host.commands import seconds as check_seconds
-from host.demo import COLLECT_S, EPOCHS, Demo
 from host.errors import UserError
 from host.evaluate import SECONDS, TRAJECTORIES, check_plan
 
@@ -17,16 +16,23 @@ def add_parser(sub):
     p.add_argument("--port", help="use the robot on this port instead of starting a virtual Gen0")
     p.add_argument("--plant", help="plant parameter file for the virtual Gen0 (default hardware/plant_gen0.json)")
     p.add_argument("--seed", type=int, default=0, help="virtual Gen0 unit to draw (unit-to-unit variation)")
-    p.add_argument("--collect", type=float, default=COLLECT_S, metavar="S",
-                   help=f"seconds of excitation to learn from (default {COLLECT_S:g})")
-    p.add_argument("--epochs", type=int, default=EPOCHS, help=f"training epochs at most (default {EPOCHS})")
-    p.add_argument("--seconds", type=float, default=SECONDS, help=f"length of each held-out trajectory (default {SECONDS:g})")
+    p.add_argument("--collect", type=float, metavar="S", help="seconds of excitation to learn from")
+    p.add_argument("--epochs", type=int, help="training epochs at most")
+    p.late_defaults(_pipeline_defaults)
+    p.add_argument("--seconds", type=float, default=SECONDS, help="length of each held-out trajectory")
     p.add_argument("--trajectories", default=",".join(TRAJECTORIES), metavar="NAME,...",
-                   help=f"held-out trajectories to evaluate on (default {','.join(TRAJECTORIES)})")
+                   help="held-out trajectories to evaluate on")
     p.add_argument("--no-flash", action="store_true", help="--port: the robot already runs this firmware")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/demo-DATE-TIME)")
     p.add_argument("--json", action="store_true", help="print every figure as JSON on stdout (progress goes to stderr)")
     p.set_defaults(run=run)
+
+
+def _pipeline_defaults():
+    """host.demo's own defaults, read only when the demo is asked for: host.demo loads PyTorch."""
+    from host.demo import COLLECT_S, EPOCHS
+
+    return {"collect": COLLECT_S, "epochs": EPOCHS}
 
 
 def check_arguments(args):
@@ -43,6 +49,8 @@ def check_arguments(args):
 
 def run(args):
     check_arguments(args)
+    from host.demo import Demo  # PyTorch: only for the demo's run
+
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else (lambda msg: print(msg, flush=True))
     if args.no_flash and not args.port:
         say("note: --no-flash is for --port; a fresh virtual Gen0 is always flashed")

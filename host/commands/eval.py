@@ -5,6 +5,7 @@ import sys
 
 from host.commands.collect import with_stop_signals
 from host.commands.models import list_models
+from host.commands.ports import add_port, board_port
 from host.errors import UserError
 from host.evaluate import CONTROLLERS, SECONDS, TRAJECTORIES, calibrate, check_lin, check_plan, evaluate, plot, public, table
 from host.link.client import Link
@@ -13,17 +14,17 @@ from host.sessions import find_session, load
 
 def add_parser(sub):
     p = sub.add_parser("eval", help="track held-out trajectories with each controller; RMSE, max error, lag")
-    p.add_argument("--port", required=True, help="serial port of the board (see `host ports`)")
+    add_port(p)
     p.add_argument("--trajectories", default=",".join(TRAJECTORIES), metavar="NAME,...",
-                   help=f"which reference trajectories (default all: {','.join(TRAJECTORIES)})")
-    p.add_argument("--seconds", type=float, default=SECONDS, help=f"length of each trajectory (default {SECONDS:g})")
+                   help="which reference trajectories")
+    p.add_argument("--seconds", type=float, default=SECONDS, help="length of each trajectory")
     p.add_argument("--controllers", default=",".join(CONTROLLERS), metavar="NAME,...",
-                   help=f"which controllers (default all: {','.join(CONTROLLERS)})")
+                   help="which controllers")
     cal = p.add_mutually_exclusive_group()
     cal.add_argument("--calibrate", nargs="+", metavar="SESSION",
                      help="sessions to fit the linear calibration on (default: the deployed model's training sessions)")
     cal.add_argument("--linear", metavar="A0,B0,A1,B1", help="the linear calibration itself: pulse_j = a_j + b_j * deg")
-    p.add_argument("--models", default="models", metavar="DIR", help="where to look up the deployed model (default ./models)")
+    p.add_argument("--models", default="models", metavar="DIR", help="where to look up the deployed model")
     p.add_argument("--out", metavar="DIR", help="sessions directory for the runs (default $POLYNIOD_SESSIONS or ./sessions)")
     p.add_argument("--plot", metavar="FILE.png", help="write target vs measured per trajectory and controller")
     p.add_argument("--json", action="store_true", help="print every figure as JSON on stdout")
@@ -36,10 +37,11 @@ def run(args):
     controllers = [c for c in args.controllers.split(",") if c]
     check_plan(names, args.seconds, controllers)  # names and numbers before any port or session is opened
     lin, cal = linear(args, controllers)
+    port = board_port(args.port)
     if cal:
         say("linear calibration from " + ", ".join(cal["sessions"]) + ": " + ", ".join(
             f"{j} {a:.0f} us + {b:.2f} us/deg" for j, a, b in zip(cal["joints"], cal["lin"][::2], cal["lin"][1::2])))
-    result = with_stop_signals(lambda stop: evaluate(args.port, lin, names, args.seconds, controllers, args.out,
+    result = with_stop_signals(lambda stop: evaluate(port, lin, names, args.seconds, controllers, args.out,
                                                      say=say, stop=stop))
     if args.plot:
         plot(result, args.plot)
@@ -71,6 +73,7 @@ def linear(args, controllers):
     if args.calibrate:
         sessions = [load(find_session(s, args.out)) for s in args.calibrate]
     else:
+        args.port = board_port(args.port)  # the board says which model it runs: found once, for the runs too
         with Link(args.port) as link:
             model_id = link.connect().get("model")
         trained = next((m for m in list_models(args.models) if model_id and m.get("model_id") == model_id), None)

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+from host.commands.ports import add_port, board_port
 from host.errors import DeviceError, UserError
 from host.flash.firmware import flash_firmware
 from host.link.port import open_port
@@ -19,7 +20,7 @@ def add_parser(sub):
                     "ESP32's pace (benchmarks/bench_boot.py), the board then boots ~3x sooner (no compile at "
                     "boot), keeps a free RAM block over twice as large for model deploys, and the firmware takes 40% of "
                     "the flash. --py installs the source instead.")
-    p.add_argument("--port", required=True, help="serial port of the board (see `host ports`)")
+    add_port(p)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--mpy", dest="mpy", action="store_true", default=True,
                      help="compile modules with mpy-cross for the board's CPU (the default: boots faster, more RAM in one piece)")
@@ -32,9 +33,10 @@ def add_parser(sub):
 
 
 def run(args):
+    port = board_port(args.port)
     if args.micropython:
-        return write_micropython(args.port, args.micropython)
-    flash_firmware(args.port, robot=args.robot, mpy=args.mpy, reset=not args.no_reset)
+        return write_micropython(port, args.micropython)
+    flash_firmware(port, robot=args.robot, mpy=args.mpy, reset=not args.no_reset)
     return 0
 
 

@@ -9,6 +9,7 @@ import time
 from polyniod_firmware import protocol as P
 
 from host.commands import baud as check_baud, seconds
+from host.commands.ports import add_port, board_port
 from host.link.client import CommandError, Link
 from host.sim import registry
 
@@ -19,9 +20,9 @@ MAX_INTERVAL_S = 3600.0
 
 def add_parser(sub):
     p = sub.add_parser("monitor", help="show live telemetry (values and rates) until Ctrl-C")
-    p.add_argument("--port", required=True, help="serial port of the board (see `host ports`)")
+    add_port(p)
     p.add_argument("--interval", type=float, default=0.5, metavar="S",
-                   help=f"seconds between screen updates (default 0.5, at most {MAX_INTERVAL_S:g})")
+                   help=f"seconds between screen updates (at most {MAX_INTERVAL_S:g})")
     p.add_argument("--duration", type=float, metavar="S", help="stop after this many seconds (default: at Ctrl-C)")
     p.add_argument("--baud", type=int, help="link baud rate for the utilisation figure (default: the robot description's)")
     p.add_argument("--json", action="store_true", help="print one JSON object per interval instead of a table")
@@ -145,10 +146,11 @@ class StagePoller:
 
 def run(args):
     check_arguments(args)
-    with Link(args.port) as link:
+    port = board_port(args.port)
+    with Link(port) as link:
         hello = link.connect()
         try:
-            stats = watch(link, hello, args.duration, args.interval, args.json, args.baud, clock=board_clock(args.port))
+            stats = watch(link, hello, args.duration, args.interval, args.json, args.baud, clock=board_clock(port))
         except KeyboardInterrupt:  # the normal way to stop watching
             return 0
     return 0 if stats is not None else 1

@@ -1,9 +1,12 @@
-"""`host ports`: which serial ports could be a Gen0 (real ESP32 boards and virtual ones)."""
+"""`host ports`: which serial ports could be a Gen0 (real ESP32 boards and virtual ones); the other
+commands' --port, which may be left out where exactly one is found."""
 
 import json
+import sys
 
 from serial.tools import list_ports
 
+from host.errors import UserError
 from host.sim import registry
 
 # USB ids of the bridges found on ESP32 boards, and Espressif's own native USB.
@@ -15,6 +18,26 @@ KNOWN_BRIDGES = {
     (0x0403, 0x6015): "ESP32? (FTDI USB-UART)",
 }
 ESPRESSIF_VID = 0x303A
+
+
+def add_port(p):
+    """The --port option of a command that talks to a board (board_port resolves it)."""
+    p.add_argument("--port", help="serial port of the board (default: the one board `host ports` finds)")
+
+
+def board_port(given):
+    """--port, else the one board list_all() finds, named on stderr; none or several: a one-line UserError."""
+    if given:
+        return given
+    rows = list_all()
+    boards = [r for r in rows if r["kind"]]
+    if len(boards) == 1:
+        print(f"using {boards[0]['port']} ({boards[0]['kind']})", file=sys.stderr)
+        return boards[0]["port"]
+    if boards:
+        raise UserError(f"{len(boards)} boards found ({', '.join(r['port'] for r in boards)}): pass --port PORT")
+    others = f" (serial ports: {', '.join(r['port'] for r in rows)})" if rows else ""
+    raise UserError(f"no board found{others}: plug one in or start `host sim`, or pass --port PORT")
 
 
 def add_parser(sub):

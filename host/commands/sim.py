@@ -14,7 +14,7 @@ def add_parser(sub):
     p.add_argument("--flash-dir", metavar="DIR", help="keep the board's flash in DIR (default: a fresh, empty one)")
     p.add_argument("--plant", metavar="FILE", help="plant parameters (default hardware/plant_gen0.json)")
     p.add_argument("--robot", metavar="FILE", help="robot description (default hardware/gen0.json)")
-    p.add_argument("--seed", type=int, default=0, help="unit-to-unit variation and noise seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="unit-to-unit variation and noise seed")
     p.add_argument("--speed", type=float, metavar="X",
                    help="virtual clock at X times real time (0 = as fast as possible); default: real time")
     p.add_argument("--cpu", choices=("esp32", "host"), default="esp32",
@@ -22,10 +22,10 @@ def add_parser(sub):
                         "host: the VM's own speed, for comparison")
     p.add_argument("--cpu-factor", type=float, metavar="X",
                    help="the ESP32 model's slowdown at 240 MHz (default 30, REFERENCE range 22-40; 0 = CPU time is free)")
-    p.add_argument("--baud", type=int, default=115200, help="UART baud rate (default 115200; 0 = unlimited)")
+    p.add_argument("--baud", type=int, default=115200, help="UART baud rate (0 = unlimited)")
     p.add_argument("--corrupt", type=float, default=0.0, metavar="F",
                    help="flip a random bit in this fraction of device->host bytes (fault tests)")
-    p.add_argument("--heap-kb", type=int, default=HEAP_KB, help=f"ESP32 Python heap to model in KiB (default {HEAP_KB})")
+    p.add_argument("--heap-kb", type=int, default=HEAP_KB, help="ESP32 Python heap to model in KiB")
     p.set_defaults(run=run)
 
 
@@ -55,5 +55,16 @@ def run(args):
     finally:
         gen0.stop()
         signal.signal(signal.SIGTERM, previous)
-    status(f"stopped: {gen0.counters()}")
+    for line in stopped(gen0.counters()):
+        status(line)
     return 0
+
+
+def stopped(c):
+    """The counters a run ends with, in words: what crossed the UART, what went wrong, what the CPU model billed."""
+    clock = c["clock"]
+    return [f"stopped: UART rx {c['rx_bytes']} bytes ({c['rx_dropped']} dropped), tx {c['tx_bytes']} bytes "
+            f"({c['tx_lost']} lost, {c['tx_corrupted']} corrupted, {c['tx_stalls']} stalls)",
+            f"board: resets {c['soft_resets']} soft, {c['hard_resets']} hard; {c['crashes']} crashes, {c['wedges']} wedges, "
+            f"{c['pace_stops']} pace stops; {c['bus_ops']} bus operations",
+            f"CPU {clock['cpu']} at {clock['mhz']} MHz: {clock['work_ms']} ms of VM work billed as {clock['billed_ms']} ms"]
