@@ -19,7 +19,7 @@ from host.files import write_json
 from host.flash.firmware import flash_firmware
 from host.link.client import Link
 from host.replay import plot as plot_session
-from host.report import write_report
+from host.report import dropped_warning, pulse_errors, stop_text, write_report
 from host.sessions import load
 from host.train.pipeline import train
 
@@ -78,16 +78,16 @@ class Demo:
         self.collect_s, self.epochs, self.seconds, self.names = collect_s, epochs, seconds, list(trajectories)
         self.flash, self.say = flash, say
         self.dir = run_dir(out)
-        self.steps = {}  # name -> seconds
+        self.total = 5 + (port is None) + flash
+        self.steps = {}  # name -> seconds, of the steps done
         self.facts = {"run_dir": str(self.dir), "seed": seed, "plant": plant, "port": port,
                       "started": datetime.now().isoformat(timespec="seconds")}
-        self._n = 0
+        self._n, self._name = 0, None  # the step started last
 
     def step(self, name, text):
-        self._n += 1
-        self.say(f"[{self._n}/{5 + (self.port is None) + self.flash}] {text}")
+        self._n, self._name = self._n + 1, name  # before saying it: a Ctrl-C from here on stops this step
         self._t = time.monotonic()
-        self._name = name
+        self.say(f"[{self._n}/{self.total}] {text}")
 
     def done(self, **facts):
         self.steps[self._name] = round(time.monotonic() - self._t, 2)
@@ -99,7 +99,23 @@ class Demo:
 
     # -- the pipeline -------------------------------------------------------------------------------
     def run(self):
+        """Every step, then the report. A Ctrl-C or an error on the way still leaves report.md and demo.json,
+        saying where the run stopped, what it kept and how to go on, and is raised again (exit 130 / 1)."""
         t0 = time.monotonic()
+        try:
+            self._steps()
+            self.step("report", f"writing the report into {self.dir} ...")
+            self.facts["seconds"] = round(time.monotonic() - t0, 1)
+            self.facts["report"] = str(write_report(self))
+            self.done()
+            self.facts["step_seconds"] = self.steps
+            write_json(self.dir / "demo.json", self.facts)
+        except (Exception, KeyboardInterrupt) as e:
+            self._stopped(e, t0)
+            raise
+        return self.facts
+
+    def _steps(self):
         if self.port is None:
             from host.sim import VirtualGen0
 
@@ -114,13 +130,25 @@ class Demo:
                 self._pipeline(sim.port)
         else:
             self._pipeline(self.port)
-        self.step("report", f"writing the report into {self.dir} ...")
-        self.done()
+
+    def _stopped(self, e, t0):
+        """Mark the run as cut short: where, why, what it kept (report.md and demo.json, written whole). A
+        failure to write them is said, never raised: the error that stopped the run is the one to see."""
+        why = ("interrupted by the user" if isinstance(e, KeyboardInterrupt)
+               else f"error: {e}" if isinstance(e, UserError) else f"error: {e.__class__.__name__}: {e}")
+        name = self._name or "start"
+        self.facts["stopped"] = {"step": self._n, "of": self.total, "name": name,
+                                 "after": name in self.steps, "reason": why}
         self.facts["seconds"] = round(time.monotonic() - t0, 1)
         self.facts["step_seconds"] = self.steps
-        self.facts["report"] = str(write_report(self))
-        write_json(self.dir / "demo.json", self.facts)
-        return self.facts
+        try:
+            self.facts["files"] = kept_files(self.dir)
+            self.facts["report"] = str(write_report(self))
+            write_json(self.dir / "demo.json", self.facts)
+        except Exception as w:  # noqa: BLE001 -- whatever it is, the stop's own error is the one raised
+            self.say(f"stopped {stop_text(self.facts['stopped'])}; could not write the report: {w}")
+            return
+        self.say(f"stopped {stop_text(self.facts['stopped'])}; what the run kept and how to go on: {self.facts['report']}")
 
     def _pipeline(self, port):
         if self.flash:
@@ -163,14 +191,16 @@ class Demo:
         self.step("train", f"training the inverse model (pulse from the angle wanted next) for up to {self.epochs} epochs; "
                   "the validation session validates ...")
         m = train("inverse", sessions, out=self.dir / "model", progress=True, epochs=self.epochs, patience=15)
+        facts = self.done(path=m["path"], model_id=m["model_id"], rows=m["rows"], epochs_run=m["epochs_run"],
+                          val_rmse=m["val_rmse"], int8_val_rmse=m["int8"]["val_rmse"],
+                          linear_rmse=m["baseline_rmse"]["linear"], blob_bytes=m["sizes"]["blob_bytes"],
+                          inputs=m["inputs"], outputs=m["outputs"], hidden=m["config"]["hidden"],
+                          train_s=m["timings"]["train_s"])
         self.note(f"{m['rows']['train']} training rows, {m['epochs_run']} epochs in {m['timings']['train_s']:.1f} s; "
-                  f"held-out pulse error (int8) "
-                  + ", ".join(f"{k} {v:.0f} us" for k, v in m["int8"]["val_rmse"].items())
-                  + " vs linear " + ", ".join(f"{v:.0f}" for v in m["baseline_rmse"]["linear"].values()))
-        self.done(path=m["path"], model_id=m["model_id"], rows=m["rows"], epochs_run=m["epochs_run"],
-                  val_rmse=m["val_rmse"], int8_val_rmse=m["int8"]["val_rmse"],
-                  linear_rmse=m["baseline_rmse"]["linear"], blob_bytes=m["sizes"]["blob_bytes"],
-                  inputs=m["inputs"], outputs=m["outputs"], hidden=m["config"]["hidden"], train_s=m["timings"]["train_s"])
+                  f"{pulse_errors(facts)} (the closed-loop tracking error comes with the evaluation)")
+        warning = dropped_warning(m["rows"])
+        if warning:
+            self.note("warning: " + warning)
         return Path(m["path"])
 
     def _deploy(self, port, model):
@@ -206,8 +236,9 @@ class Demo:
             self.say("  " + line)
 
     # -- reproducing ---------------------------------------------------------------------------------
-    def commands(self):
-        """The commands that reproduce this run: the whole demo, then step by step."""
+    def commands(self, sessions=None):
+        """The commands that reproduce this run: the whole demo, then step by step as (step name, command);
+        `sessions`: the session files train and eval read, when not those the collect commands make."""
         opts = ([f"--port {self.port}"] if self.port else []) + ([f"--plant {shlex.quote(self.plant)}"] if self.plant else [])
         opts += [f"--seed {self.seed}"] if self.port is None else []
         opts += [f"--collect {self.collect_s:g}"] if self.collect_s != COLLECT_S else []
@@ -218,18 +249,40 @@ class Demo:
         d = shlex.quote(str(self.dir))
         steps = []
         if self.port is None:
-            steps.append(f"host sim --seed {self.seed}" + (f" --plant {shlex.quote(self.plant)}" if self.plant else "")
-                         + f" --link {port} &")
-        steps.append(f"host flash --port {port}")
+            steps.append(("sim", f"host sim --seed {self.seed}" + (f" --plant {shlex.quote(self.plant)}" if self.plant else "")
+                          + f" --link {port} &"))
+        steps.append(("flash", f"host flash --port {port}"))
         names = []
         for name, plan in excitation(self.collect_s, self.seed + 1).items():
             for program, params in plan:
                 names.append(f"{name}-{program}" if len(plan) > 1 else name)
-                steps.append(f"host collect --port {port} --program {program} --out {d}/sessions --name {names[-1]} "
-                             + " ".join(f"--param {k}={v}" for k, v in params.items()))
-        sessions = " ".join(f"{d}/sessions/{n}.session" for n in names)
-        steps.append(f"host train {sessions} --task inverse --epochs {self.epochs} --patience 15 --out {d}/model --force")
-        steps.append(f"host deploy {d}/model --port {port}")
-        steps.append(f"host eval --port {port} --calibrate {sessions} --seconds {self.seconds:g} "
-                     f"--trajectories {','.join(self.names)} --out {d}/sessions --plot {d}/eval.png")
+                steps.append(("collect", f"host collect --port {port} --program {program} --out {d}/sessions "
+                              f"--name {names[-1]} " + " ".join(f"--param {k}={v}" for k, v in params.items())))
+        sessions = " ".join(shlex.quote(str(p)) for p in sessions) if sessions else " ".join(
+            f"{d}/sessions/{n}.session" for n in names)
+        steps.append(("train", f"host train {sessions} --task inverse --epochs {self.epochs} --patience 15 --out {d}/model --force"))
+        steps.append(("deploy", f"host deploy {d}/model --port {port}"))
+        steps.append(("eval", f"host eval --port {port} --calibrate {sessions} --seconds {self.seconds:g} "
+                      f"--trajectories {','.join(self.names)} --out {d}/sessions --plot {d}/eval.png"))
         return "host demo " + " ".join(opts), steps
+
+    def resume(self):
+        """The commands that finish a run that stopped: the steps from the one it stopped at (or the next,
+        when it stopped between steps), after what a board needs again first -- a fresh virtual Gen0 is
+        empty (sim, flash), and the evaluation runs the deployed model; train and eval read the sessions
+        the demo recorded when its collect step finished."""
+        stop = self.facts["stopped"]
+        order = ["sim", "flash", "collect", "train", "deploy", "eval", "report"]
+        first = order.index(stop["name"]) + stop["after"] if stop["name"] in order else 0
+        if first > order.index("eval"):
+            return []  # every step ran: their figures are in demo.json
+        need = {"sim", "flash"} if self.port is None else set()
+        need |= {"deploy"} if first == order.index("eval") else set()
+        kept = [c["path"] for c in (self.facts.get("collect") or {}).get("sessions") or []] or None
+        return [cmd for name, cmd in self.commands(kept)[1] if order.index(name) >= first or name in need]
+
+
+def kept_files(path):
+    """{relative path: bytes} of every file in the run directory (not the atomic writer's temp files)."""
+    return {str(f.relative_to(path)): f.stat().st_size for f in sorted(Path(path).rglob("*"))
+            if f.is_file() and not f.name.startswith(".")}

@@ -6,17 +6,38 @@ plots sit next to it as PNG files the page links to.
 """
 
 from host.files import write_atomic
+from host.train.dataset import dropped_text
 
+# Why the two figures of the learned model differ (a newcomer reads the first as "barely beats linear").
+PULSE_VS_TRACKING = (
+    "The training step's pulse error is open-loop: how far the predicted pulse lies from the one the servo was sent, "
+    "on held-out rows, where many pulses reach the same angle (deadband, backlash, a servo still slewing), so no model "
+    "gets it much lower; the tracking error above is closed-loop, the angle the robot reached vs the target, where "
+    "the MLP's look-ahead removes the servo's lag that a static linear map keeps.")
+# Why the training drops rows, by reason (host/train/dataset.py, TRAIN.md "Rows").
+DROPPED_WHY = {
+    "edges": "a late or lost tick (a loop overrun, a dropped frame; on a virtual Gen0 a loaded host) cuts the "
+             "timeline, and rows whose feature window crosses a cut are left out: record on a quieter machine",
+    "not_driven": "the servos were limp (boot, `idle limp`) for that part of the sessions",
+    "split_gap": "the ticks between the training and validation parts of a segment are left out",
+    "nan": "telemetry values that are NaN or infinite",
+}
+DROPPED_SHARE = 0.05  # more than this left out is worth a warning: the model learned from less than was recorded
 NAMES = {"naive": "naive (datasheet 500-2500 us)", "linear": "linear calibration (least squares)",
          "model": "learned MLP (int8, on the robot)"}
 
 
 def write_report(demo):
-    """Write report.md into the demo's run directory (temp file, then rename); its path."""
+    """Write report.md into the demo's run directory (temp file, then rename); its path. A run that stopped
+    (demo.facts["stopped"]) gets where and why at the top, the files it kept and how to go on."""
     f, d = demo.facts, demo.dir
     ev = f.get("eval") or {}
     summary = ev.get("summary") or {}
+    stop = f.get("stopped")
     lines = [f"# Polyniod demo: {d.name}", ""]
+    if stop:
+        lines += [f"**Stopped {stop_text(stop)}.** The steps done and what they measured are below, then the "
+                  "files this run directory kept and the commands that finish it.", ""]
     robot = f.get("flash") or {}
     lines += [f"- started {f['started']}, took **{f.get('seconds', 0):.0f} s**"
               + (f"; virtual Gen0 seed {f['seed']}" + (f", plant `{f['plant']}`" if f.get("plant") else "")
@@ -24,7 +45,8 @@ def write_report(demo):
               f"- firmware {robot.get('firmware', '?')}, board {robot.get('board_id', '?')}, port `{f.get('port')}`", ""]
     if summary:
         lines += ["## Before and after: tracking the held-out trajectories", "",
-                  "Measured angle vs target over every held-out trajectory (RMSE pooled over them, max, mean lag):", ""]
+                  "Measured angle vs target over every held-out trajectory, closed-loop (RMSE pooled over them, max, "
+                  "mean lag):", ""]
         joints = list(next(iter(summary.values()))["joints"])
         lines.append("| controller | " + " | ".join(f"{j} RMSE | {j} max | {j} lag" for j in joints) + " | vs learned |")
         lines.append("|---|" + "---|" * (3 * len(joints) + 1))
@@ -45,19 +67,66 @@ def write_report(demo):
                 cells.append(" / ".join(f"{v['rmse_deg']:.2f}°" for v in run["joints"].values()) if run else "—")
             lines.append(f"| {name} | {t['about']} | " + " | ".join(cells) + " |")
         lines += ["", "(one figure per joint: " + ", ".join(joints) + ")", ""]
-    lines += ["## Steps", "", "| step | seconds | what it measured |", "|---|---|---|"]
-    for step, seconds in demo.steps.items():
-        lines.append(f"| {step} | {seconds:.1f} | {_what(step, f.get(step) or {})} |")
-    lines += ["", "![excitation session](excitation.png)", ""]
-    if (d / "model" / "curves.png").exists():
-        lines += ["![training curves](model/curves.png)", ""]
+    lines += ["## Steps" + (" done" if stop else ""), ""]
+    if demo.steps:
+        lines += ["| step | seconds | what it measured |", "|---|---|---|"]
+        for step, seconds in demo.steps.items():
+            lines.append(f"| {step} | {seconds:.1f} | {_what(step, f.get(step) or {})} |")
+    else:
+        lines.append("None.")
+    lines.append("")
+    warning = dropped_warning((f.get("train") or {}).get("rows") or {})
+    if warning:
+        lines += [f"> **Warning:** {warning}", ""]
+    if summary and f.get("train"):
+        lines += [PULSE_VS_TRACKING, ""]
+    for image, alt in (("excitation.png", "excitation session"), ("model/curves.png", "training curves")):
+        if (d / image).exists():
+            lines += [f"![{alt}]({image})", ""]
     full, steps = demo.commands()
-    lines += ["## Reproduce", "", "The whole run:", "", "```sh", full, "```", "",
-              "Step by step (one session per program; the demo records the training session's two in one):", "", "```sh",
-              *steps, "```", "",
-              "Artefacts here: `sessions/` (excitation, validation and one session per evaluation run), `model/` (model.bin, "
-              "checkpoint, metrics.json, curves.png), `calibration.json`, `eval.json`, `demo.json` (every figure above).", ""]
+    if stop:
+        kept = f.get("files") or {}
+        lines += ["## What this run directory kept", ""]
+        lines += [f"- `{name}` ({size:,} B)" for name, size in kept.items()] or ["- nothing"]
+        lines += ["", "A session cut short keeps every record written before the stop (host/sessions/SESSIONS.md): "
+                  "`host info NAME` shows it.", "", "## Finishing it", ""]
+        rest = demo.resume()
+        lines += (["The steps from where it stopped (each writes into this run directory; a fresh virtual Gen0 needs "
+                   "the firmware, and the evaluation the model, again):", "", "```sh", *rest, "```", ""] if rest else
+                  ["Every step ran: their figures are in `demo.json`.", ""])
+        lines += ["Or the whole run again, in a new run directory:", "", "```sh", full, "```", ""]
+    else:
+        lines += ["## Reproduce", "", "The whole run:", "", "```sh", full, "```", "",
+                  "Step by step (one session per program; the demo records the training session's two in one):", "",
+                  "```sh", *(cmd for _, cmd in steps), "```", "",
+                  "Artefacts here: `sessions/` (excitation, validation and one session per evaluation run), `model/` "
+                  "(model.bin, checkpoint, metrics.json, curves.png), `calibration.json`, `eval.json`, `demo.json` "
+                  "(every figure above).", ""]
     return write_atomic(d / "report.md", "\n".join(lines))
+
+
+def stop_text(stop):
+    """"at step 3/7 (collect): interrupted by the user" from demo.json's "stopped"."""
+    where = f"step {stop['step']}/{stop['of']} ({stop['name']})" if stop["step"] else "the start"
+    return ("after " if stop["after"] else "at ") + where + ": " + stop["reason"]
+
+
+def pulse_errors(train):
+    """The training step's held-out figure, labelled as what it is: an open-loop pulse error."""
+    errors = ", ".join(f"{k} {v:.0f} µs" for k, v in (train.get("int8_val_rmse") or {}).items())
+    linear = ", ".join(f"{v:.0f}" for v in (train.get("linear_rmse") or {}).values())
+    return f"open-loop pulse error on held-out rows: MLP (int8) {errors}, linear fit {linear} µs"
+
+
+def dropped_warning(rows):
+    """A line when training left out more than DROPPED_SHARE of the rows recorded, with the reasons; else None."""
+    dropped = {k: v for k, v in (rows.get("dropped") or {}).items() if v}
+    total = sum(dropped.values()) + (rows.get("train") or 0) + (rows.get("val") or 0)
+    if not total or sum(dropped.values()) <= DROPPED_SHARE * total:
+        return None
+    main = max(dropped, key=dropped.get)
+    return (f"training left out {sum(dropped.values()) / total:.0%} of the rows recorded ("
+            + dropped_text(dropped) + f"); mostly {main.replace('_', ' ')}: {DROPPED_WHY.get(main, 'see host/train/TRAIN.md, Rows')}")
 
 
 def _what(step, f):
@@ -72,10 +141,8 @@ def _what(step, f):
             f"link {c['link_utilisation'] * 100:.0f} %" for c in f.get("sessions", []))
     if step == "train":
         shape = "-".join(str(n) for n in [len(f.get("inputs", [])), *f.get("hidden", []), len(f.get("outputs", []))])
-        errors = ", ".join(f"{k} {v:.0f} µs" for k, v in (f.get("int8_val_rmse") or {}).items())
-        linear = ", ".join(f"{v:.0f}" for v in (f.get("linear_rmse") or {}).values())
         return (f"{shape} MLP, {f.get('rows', {}).get('train')} rows, {f.get('epochs_run')} epochs in "
-                f"{f.get('train_s', 0):.1f} s; held-out pulse error (int8) {errors} vs linear {linear}")
+                f"{f.get('train_s', 0):.1f} s; {pulse_errors(f)}")
     if step == "deploy":
         p = f.get("parity") or {}
         return (f"{f.get('bytes')} B in {f.get('seconds')} s (link floor {f.get('limit_seconds')} s); "
