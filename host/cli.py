@@ -9,7 +9,9 @@ closed the pipe end a command at any moment without a traceback.
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from host import __version__
 from host.errors import UserError
@@ -17,6 +19,7 @@ from host.errors import UserError
 COMMANDS = ["ports", "flash", "monitor", "sim", "demo", "collect", "replay", "sessions", "info", "export", "deploy", "train", "models", "eval", "bench"]
 INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command Ctrl-C stopped
 BROKEN_PIPE = 141  # 128 + SIGPIPE: what `yes | head -1` reports for yes
+LARGE_PACKAGES = {"torch": "PyTorch", "matplotlib": "matplotlib"}  # only the commands that train or plot load them
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -79,27 +82,58 @@ def build_parser():
 def main(argv=None):
     """Run one command. Ctrl-C at any moment (parsing and imports included) ends as one line, exit 130;
     a reader that went away (`host sessions | head -1`) ends it quietly, exit 141."""
+    ctrl_c = []
+    previous = _on_ctrl_c(ctrl_c)
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return INTERRUPTED
+        return _interrupted()
     except BrokenPipeError:
         _stdout_to_devnull()
         return BROKEN_PIPE
+    except Exception:
+        if ctrl_c:  # what the interrupt broke on its way out: numpy's import turns it into an ImportError
+            return _interrupted()
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _on_ctrl_c(seen):
+    """Ctrl-C raises KeyboardInterrupt as ever and is noted in `seen`; returns the handler it replaced, or None
+    where there is none to replace (SIGINT ignored, as for a background job, or main not in the main thread)."""
+    def interrupt(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return None
+    return signal.signal(signal.SIGINT, interrupt)
+
+
+def _interrupted():
+    print("interrupted", file=sys.stderr)
+    return INTERRUPTED
 
 
 def _main(argv):
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "run", None):
-        parser.print_help()
-        return 2
     try:
+        args = parser.parse_args(argv)  # a command's --help may load what its defaults live in
+        if not getattr(args, "run", None):
+            parser.print_help()
+            return 2
         code = args.run(args) or 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except ModuleNotFoundError as e:
+        if e.name not in LARGE_PACKAGES:
+            raise
+        print(f"error: this command needs {LARGE_PACKAGES[e.name]}, which is not installed here: pip install {e.name}",
+              file=sys.stderr)
+        return 1
     sys.stdout.flush()  # a closed pipe shows here, inside main, not in the interpreter's last flush
     return code
 
