@@ -6,6 +6,7 @@ import pty
 import subprocess
 import sys
 import threading
+import tty
 import time
 
 import pytest
@@ -89,6 +90,7 @@ def test_monitor_board_without_firmware(sim):
 
 def test_flash_rejects_a_device_that_is_not_micropython():
     master, slave = pty.openpty()
+    tty.setraw(slave)  # no echo: echoed junk would fill the buffer the host writes into, and every write would block
     stop = threading.Event()
 
     def chatter():  # a device that streams binary garbage and never answers a REPL
