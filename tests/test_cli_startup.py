@@ -67,6 +67,14 @@ def test_no_board_is_one_line_saying_to_pass_port(only_here):
     assert "--port" in proc.stderr
 
 
+def test_several_boards_are_one_line_naming_them(only_here, make_sim):
+    ports = [make_sim().port, make_sim().port]
+    proc = host_without_torch("monitor", "--duration", "1")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("error: 2 boards found") and "--port" in proc.stderr
+    assert all(port in proc.stderr for port in ports), proc.stderr
+
+
 def test_training_without_torch_is_one_line_saying_what_to_install(tmp_path):
     proc = host_without_torch("train", "--task", "sin", "--out", str(tmp_path / "model"), "--quiet")
     assert proc.returncode == 1
