@@ -23,8 +23,9 @@ LARGE_PACKAGES = {"torch": "PyTorch", "matplotlib": "matplotlib"}  # only the co
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Every option's default at the end of its help, "(default: 0.5)", or in its closing parenthesis. None shows none (the help says what
-    leaving the option out does), nor does a flag's bool, an empty list, or help that speaks of its default."""
+    """Every option's default at the end of its help, "(default: 0.5)", or in its closing parenthesis. None shows
+    none (the help says what leaving the option out does), nor does a flag's bool, an empty list, or help that
+    speaks of its default already."""
 
     def _get_help_string(self, action):
         text, default = action.help or "", action.default
