@@ -21,7 +21,6 @@ from host.link.client import Link
 from host.replay import plot as plot_session
 from host.report import dropped_warning, pulse_errors, stop_text, write_report
 from host.sessions import load
-from host.train.pipeline import train
 
 COLLECT_S = 50.0  # of excitation, in all (excitation())
 CHIRP_SHARE, VALIDATION_SHARE = 0.4, 0.2  # of the excitation seconds
@@ -63,6 +62,13 @@ def run_dir(out=None):
     except OSError as e:
         raise UserError(f"cannot create the run directory {path}: {e.strerror}") from None
     return path
+
+
+def train(*args, **kwargs):
+    """host.train.pipeline.train, loaded when the demo trains: PyTorch is not needed for `host demo --help`."""
+    from host.train import pipeline
+
+    return pipeline.train(*args, **kwargs)
 
 
 class Demo:
@@ -125,7 +131,7 @@ class Demo:
                 if not sim.wait_ready(20):
                     raise DeviceError(f"the virtual Gen0 did not boot: {sim.failed}")
                 self.note(f"port {sim.port}: an empty board with MicroPython, like one fresh from esptool")
-                self.done(port=sim.port, micropython=sim.version)
+                self.done(port=sim.port, micropython=".".join(map(str, sim.version)))
                 self.facts["port"] = sim.port
                 self._pipeline(sim.port)
         else:
