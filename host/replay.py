@@ -42,39 +42,78 @@ TAIL_S = 0.25  # recorded after the last command, so the last ticks land in the 
 
 
 # -- offline ----------------------------------------------------------------------
-def statistics(session):
-    """Duration, frames, rate, device-loop jitter, drops, CRC errors and segments of a loaded session."""
+def statistics(session, others=()):
+    """Duration, frames, rate, device-loop interval (µs: p50/p99 beside mean/std/max), the largest gap and
+    what the board sent in it, drops, CRC errors and segments of a loaded session.
+
+    others: the frames that are not telemetry, (type, seq, ticks, payload) as the decoder gives them:
+    a big one (the ~3.7 KB hello) holds the loop while it goes out, which std and max alone hide."""
     c, st = session.columns, session.stats
     t, seg = c["t"], c["segment"]
-    intervals_us = (np.diff(t) * 1e6)[seg[1:] == seg[:-1]]
+    same = np.flatnonzero(seg[1:] == seg[:-1])
+    intervals_us = np.diff(t)[same] * 1e6
     duration = float(sum(t[seg == s][-1] - t[seg == s][0] for s in np.unique(seg)))
     hellos = [s["hello"] for s in session.segments if s["hello"] and s["hello"].get("rate_hz")]
     nominal = 1e6 * hellos[0].get("telemetry_every", 1) / hellos[0]["rate_hz"] if hellos else None
     figure = (lambda f: round(float(f(intervals_us)), 1)) if len(intervals_us) else (lambda f: None)
-    return {
+    out = {
         "duration_s": round(duration, 3),
         "frames": len(t),
         "rate_hz": round((len(t) - len(np.unique(seg))) / duration, 2) if duration else 0.0,
-        "interval_us": {"nominal": nominal, "mean": figure(np.mean), "jitter_std": figure(np.std),
-                        "p99": figure(lambda x: np.percentile(x, 99)), "max": figure(np.max)},
+        "interval_us": {"unit": "us", "nominal": nominal, "mean": figure(np.mean), "jitter_std": figure(np.std),
+                        "p50": figure(np.median), "p99": figure(lambda x: np.percentile(x, 99)),
+                        "max": figure(np.max)},
         "drops": int(st["drops"]),
         "crc_errors": int(st["crc_errors"]),
         "segments": len(session.segments),
         "complete": bool(session.complete),
     }
+    if len(intervals_us):
+        out["largest_gap"] = largest_gap(session, int(same[np.argmax(intervals_us)]), others)
+    return out
 
 
-def replay(session, speed=1.0, predict=None, on_frame=None):
+def largest_gap(session, row, others):
+    """The interval after telemetry row `row`: its length, when (s since the first frame), and what the
+    board sent in it ({"ms", "at_s", "row", "frames": [...], "why": one phrase})."""
+    t = session.columns["t"]
+    start, span = round(t[row] * 1e6) % P.TICKS_PERIOD, (t[row + 1] - t[row]) * 1e6
+    baud = session.header.get("baud") or ((session.header.get("robot") or {}).get("link") or {}).get("baud")
+    inside = [f for f in others if (f[2] - start) % P.TICKS_PERIOD <= span]
+    frames = []
+    for ftype, seq, _ticks, payload in inside:
+        size = len(P.encode_frame(ftype, seq, _ticks, bytes(payload)))
+        wire = f", {size * 10 / baud * 1000:.0f} ms at {baud} baud" if baud else ""
+        if ftype == P.T_HELLO:
+            what = f"the hello {'sent at boot' if seq == 0 else 'the host asked for'} ({size / 1000:.1f} KB{wire})"
+        elif ftype == P.T_LOG:
+            what = f"a log line ({size} B{wire}): {bytes(payload[1:61]).decode(errors='replace')}"
+        else:
+            what = f"a frame of type {ftype} ({size} B{wire})"
+        frames.append({"type": ftype, "bytes": size, "what": what})
+    big = [f for f in frames if f["type"] == P.T_HELLO or f["bytes"] > 512]
+    if big:
+        why = " + ".join(f["what"] for f in big) + ": the loop waits on the UART while it goes out"
+    else:
+        why = "no big frame from the board in it: the loop itself stalled"
+    return {"ms": round(span / 1000, 1), "at_s": round(float(timeline(session)[row]), 3), "row": row,
+            "frames": frames, "why": why}
+
+
+def replay(session, speed=None, predict=None, on_frame=None):
     """Feed a loaded session's stored bytes through the link's decoder at the recorded host timing / speed.
 
-    speed None: as fast as possible. on_frame(host_time, frame) gets each decoded frame as it
-    comes due. Returns the statistics, the frames the playback decoded and the wall time it took,
-    and with `predict` the RMSE of each predicted column against the measured one.
+    speed None (the default): as fast as possible -- offline, nothing waits. on_frame(host_time, frame)
+    gets each decoded frame as it comes due. Returns the statistics, the frames the playback decoded,
+    the wall time it took and the time it slept, and with `predict` the RMSE of each predicted column
+    against the measured one.
     """
     records, _ = read_records(session.path.read_bytes())
     decoder = P.FrameDecoder()
     start = time.monotonic()
     t0 = None
+    slept = 0.0
+    others = []  # what is not telemetry: statistics() looks for what held the loop in them
     for kind, host_time, data in records:
         if kind != BYTES:
             continue
@@ -83,12 +122,15 @@ def replay(session, speed=1.0, predict=None, on_frame=None):
             wait = (host_time - t0) / speed - (time.monotonic() - start)
             if wait > 0:
                 time.sleep(wait)
+                slept += wait
         for frame in decoder.feed(data):
+            if frame[0] != P.T_TELEMETRY:
+                others.append(frame)
             if on_frame:
                 on_frame(host_time, frame)
-    out = statistics(session)
+    out = statistics(session, others)
     out["played"] = {"frames": decoder.frames, "seconds": round(time.monotonic() - start, 3),
-                     "speed": speed or "max"}
+                     "slept_s": round(slept, 3), "speed": speed or "max"}
     if predict:
         predicted = predict(session.columns)
         out["model_rmse"] = {k: error(session.columns[k], v)["rmse"] for k, v in predicted.items()}

@@ -13,11 +13,18 @@ from host.table import print_table
 
 
 def add_parser(sub):
-    p = sub.add_parser("replay", help="replay a session: statistics and a plot, or its commands onto a robot")
+    p = sub.add_parser(
+        "replay", help="replay a session: statistics and a plot, or its commands onto a robot",
+        description="Replay a recorded session. Offline (the default) its stored bytes go through the link's decoder "
+                    "again as fast as possible and it prints the device loop's timing (p50/p99/max, the largest gap "
+                    "and what caused it), drops and CRC errors; --plot draws it, --model runs a trained model over it. "
+                    "--to-port sends its servo commands to a robot at the recorded timing and records the result.")
     p.add_argument("session", metavar="SESSION", help="session file or name (see `host sessions`)")
     pace = p.add_mutually_exclusive_group()
-    pace.add_argument("--speed", type=float, default=1.0, metavar="X", help="play at X times the recorded speed (default 1)")
-    pace.add_argument("--max", action="store_true", help="play as fast as possible")
+    pace.add_argument("--speed", type=float, metavar="X",
+                      help="play at X times the recorded speed, sleeping between reads as the live link did "
+                           "(1: real time; left out: as fast as possible)")
+    pace.add_argument("--max", action="store_true", help="as fast as possible (what leaving out --speed does)")
     p.add_argument("--plot", metavar="FILE.png", help="write a plot: commanded vs measured per joint, and the IMU")
     p.add_argument("--model", metavar="MODEL",
                    help="run a models/NAME directory or model .bin over the session, int8 (as the device) and float: "
@@ -37,20 +44,20 @@ def run(args):
         if args.model:
             raise UserError("--model runs a model offline over the session: drop --to-port "
                             "(put a model on the robot with `host deploy`)")
-        if args.max or args.speed != 1.0 or args.plot:
+        if args.max or args.speed is not None or args.plot:
             raise UserError("--to-port replays at the recorded timing: drop --speed/--max/--plot (plot the new session afterwards)")
         result = with_stop_signals(lambda stop: replay_to_port(path, args.to_port, name=args.name,
                                                                 out=args.out, stop=stop))
         _show_to_port(result, args.json)
         return 0
-    if not args.max and not args.speed > 0:
-        raise UserError(f"--speed {args.speed}: give a factor > 0 (or --max)")
+    if args.speed is not None and not args.speed > 0:
+        raise UserError(f"--speed {args.speed:g}: give a factor > 0 (1: real time), or leave it out for as fast as possible")
     session = load(path)
     model = ModelRun(args.model, session) if args.model else None  # its errors come before any playback
-    if not args.max:
+    if args.speed is not None:
         span = session.stats["duration_s"] / args.speed
-        print(f"replaying {session.name} at x{args.speed:g}: {span:.1f} s (--max: at once)", file=sys.stderr)
-    stats = replay(session, speed=None if args.max else args.speed, predict=model.predict if model else None)
+        print(f"replaying {session.name} at x{args.speed:g}: {span:.1f} s (leave out --speed: at once)", file=sys.stderr)
+    stats = replay(session, speed=args.speed, predict=model.predict if model else None)
     if model:
         stats["model"] = model.report()
     if args.plot:
@@ -62,15 +69,23 @@ def run(args):
     iv = stats["interval_us"]
     print(f"{args.session}: {stats['frames']} frames in {stats['duration_s']:.2f} s ({stats['rate_hz']:.1f} Hz), "
           f"{stats['segments']} segment(s), {'complete' if stats['complete'] else 'INCOMPLETE'}")
-    print(f"  device loop interval: nominal {iv['nominal']} us, mean {iv['mean']}, jitter (std) {iv['jitter_std']}, "
-          f"p99 {iv['p99']}, max {iv['max']}")
-    print(f"  dropped frames {stats['drops']}, crc errors {stats['crc_errors']}; "
-          f"played {stats['played']['frames']} frames in {stats['played']['seconds']:.2f} s")
+    print(f"  device loop interval (us): nominal {_us(iv['nominal'])}, p50 {_us(iv['p50'])}, p99 {_us(iv['p99'])}, "
+          f"max {_us(iv['max'])}; mean {_us(iv['mean'])}, std {_us(iv['jitter_std'])} (mean, std and max carry the gaps)")
+    gap = stats.get("largest_gap")
+    if gap:
+        print(f"  largest gap {gap['ms']:.0f} ms at t={gap['at_s']:.2f} s: {gap['why']}")
+    played = stats["played"]
+    print(f"  dropped frames {stats['drops']}, crc errors {stats['crc_errors']}; played {played['frames']} frames "
+          f"in {played['seconds']:.2f} s ({'as fast as possible' if played['speed'] == 'max' else 'x%g' % played['speed']})")
     if model:
         _show_model(stats["model"])
     if args.plot:
         print(f"  plot: {args.plot}")
     return 0
+
+
+def _us(v):
+    return "-" if v is None else f"{v:.0f}"
 
 
 def _show_model(m):
