@@ -40,7 +40,7 @@ def save(out_dir, checkpoint_bytes, metrics, blob, history):
         for name, data in (("checkpoint.pt", checkpoint_bytes), ("model.bin", blob),
                            ("metrics.json", (json.dumps(metrics, indent=1, allow_nan=False) + "\n").encode())):
             _write(tmp / name, data)
-        plot_curves(history, tmp / "curves.png")
+        plot_curves(history, tmp / "curves.png", metrics)
         old = None
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
@@ -88,25 +88,57 @@ def build(checkpoint):
     return model
 
 
-def plot_curves(history, path):
-    """Training and validation loss per epoch (log scale), the quantisation-aware epochs shaded."""
+def plot_curves(history, path, metrics=None):
+    """Training and validation error per epoch (log scale), the quantisation-aware epochs shaded; returns the figure.
+
+    With the metrics' target_std, each output's RMSE in its own unit (the loss is an MSE over targets divided
+    by their std, so error x std is the unit's); else the normalised MSE, as the optimiser saw it."""
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.4), dpi=80)
-    ax.plot(history["epoch"], history["train_loss"], label="train")
-    ax.plot(history["epoch"], history["val_loss"], label="validation")
-    qat = [e for e, q in zip(history["epoch"], history["qat"]) if q]
+    from host.files import save_figure
+    from host.train.dataset import output_label
+
+    epochs = history["epoch"]
+    std = (metrics or {}).get("target_std")
+    per_output = bool(std) and len(history.get("val_rmse") or []) == len(epochs) == len(history.get("train_rmse") or [])
+    fig, ax = plt.subplots(figsize=(10, 6), dpi=100)
+    if per_output:
+        units = {output_label(o)[2] for o in std}
+        for i, (o, s) in enumerate(std.items()):
+            what, colour = " ".join(filter(None, output_label(o)[:2])), f"C{i}"
+            ax.plot(epochs, [v[i] * s for v in history["val_rmse"]], color=colour, lw=1.8, label=f"{what}: validation")
+            ax.plot(epochs, [v[i] * s for v in history["train_rmse"]], color=colour, lw=1.2, ls="--",
+                    label=f"{what}: training")
+            linear = metrics.get("baseline_rmse", {}).get("linear", {}).get(o)
+            if linear:
+                ax.axhline(linear, color=colour, lw=1, ls=":", label=f"{what}: linear fit (validation)")
+        unit = units.pop() if len(units) == 1 else ""
+        ax.set_ylabel(f"RMSE ({unit})" if unit else "RMSE (each output's unit)")
+        values = [v * s for row in history["val_rmse"] + history["train_rmse"] for v, s in zip(row, std.values())]
+    else:
+        ax.plot(epochs, history["train_loss"], lw=1.2, ls="--", label="training")
+        ax.plot(epochs, history["val_loss"], lw=1.8, label="validation")
+        ax.set_ylabel("MSE of the targets / their std (normalised, no unit)")
+        values = history["train_loss"] + history["val_loss"]
+    qat = [e for e, q in zip(epochs, history["qat"]) if q]
     if qat:
-        ax.axvspan(qat[0] - 0.5, qat[-1] + 0.5, color="0.9", label="quantisation-aware")
+        ax.axvspan(qat[0] - 0.5, qat[-1] + 0.5, color="0.9", label="quantisation-aware epochs")
     if history["best_epoch"]:
-        ax.axvline(history["best_epoch"], color="0.5", linestyle=":", label="best")
-    if all(v > 0 and math.isfinite(v) for v in history["train_loss"] + history["val_loss"]):
+        ax.axvline(history["best_epoch"], color="0.4", linestyle=":", label=f"best epoch ({history['best_epoch']}): kept")
+    if values and all(v > 0 and math.isfinite(v) for v in values):
         ax.set_yscale("log")
+        for axis_format in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            axis_format(matplotlib.ticker.FormatStrFormatter("%.3g"))  # 60, 70, 100: not 6x10^1
     ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE (normalised)")
-    ax.legend(fontsize="small")
+    ax.grid(True, which="both", color="0.92")
+    name = (metrics or {}).get("name")
+    task = (metrics or {}).get("task")
+    ax.set_title(f"training curves of {name or 'the model'}" + (f" ({task})" if task else "")
+                 + (": held-out RMSE per output" if per_output else ": loss"), fontsize=12)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=10, frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
+    return fig

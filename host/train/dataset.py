@@ -185,6 +185,19 @@ def feature_column(name, output):
     return features.logged_signal(signal), k
 
 
+OUTPUT_UNITS = {"_cmd_us": ("pulse", "µs"), "_deg": ("angle", "deg"), "_raw": ("ADC", "counts")}
+
+
+def output_label(name):
+    """(joint, quantity, unit) of an output for people: `shoulder_cmd_us@+5` -> ("shoulder", "pulse", "µs");
+    ("y", "", "") for a column no joint field names (the sin and xor tasks)."""
+    column = name.partition("@")[0]
+    for suffix, (quantity, unit) in OUTPUT_UNITS.items():
+        if column.endswith(suffix) and len(column) > len(suffix):
+            return column[:-len(suffix)], quantity, unit
+    return column, "", ""
+
+
 def _driven(c, a, b, hello, joints):
     """Rows where the board sent pulses to every joint: not limp, no 0 µs (no pulse) command."""
     flag_names = hello.get("flags") or []

@@ -59,6 +59,8 @@ class History:
     val_loss: list = field(default_factory=list)
     lr: list = field(default_factory=list)
     qat: list = field(default_factory=list)
+    train_rmse: list = field(default_factory=list)  # per epoch, per output, in normalised units: x out_std
+    val_rmse: list = field(default_factory=list)  # gives each joint's error in its own unit (curves.png)
     best_epoch: int = 0
     best_val_loss: float = math.inf
     stopped_early: bool = False
@@ -136,16 +138,21 @@ def _fit(model, x, y, xv, yv, config, history, optimizer_state, device, progress
         order = torch.randperm(len(x), generator=shuffle).to(device)
         xs, ys = x[order], y[order]  # one gather an epoch; the batches are then views
         total = torch.zeros((), device=device)
+        columns = torch.zeros(y.shape[1], device=device)
         for i in range(0, len(x), batch_size):
-            loss = torch.nn.functional.mse_loss(model(xs[i:i + batch_size]), ys[i:i + batch_size])
+            out, want = model(xs[i:i + batch_size]), ys[i:i + batch_size]
+            loss = torch.nn.functional.mse_loss(out, want)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.detach() * len(xs[i:i + batch_size])
+            total += loss.detach() * len(want)
+            columns += ((out.detach() - want) ** 2).sum(dim=0)
             history.steps += 1
-        val = _loss(model, xv, yv)
+        val, val_columns = _loss(model, xv, yv, per_output=True)
         history.epoch.append(len(history.epoch) + 1)
         history.train_loss.append(total.item() / len(x))
+        history.train_rmse.append(torch.sqrt(columns / len(x)).tolist())
+        history.val_rmse.append(val_columns)
         history.val_loss.append(val)
         history.lr.append(lr)
         history.qat.append(model.qat)
@@ -171,10 +178,13 @@ def _fit(model, x, y, xv, yv, config, history, optimizer_state, device, progress
     return history, best["optimizer"]
 
 
-def _loss(model, x, y):
+def _loss(model, x, y, per_output=False):
+    """The validation MSE; with per_output, also each output's RMSE (normalised units)."""
     model.eval()
     with torch.no_grad():
-        return torch.nn.functional.mse_loss(model(x), y).item()
+        out = model(x)
+        mse = torch.nn.functional.mse_loss(out, y).item()
+        return (mse, torch.sqrt(((out - y) ** 2).mean(dim=0)).tolist()) if per_output else mse
 
 
 def _snapshot(model, optimizer, val, epoch=None):

@@ -5,6 +5,7 @@ one; both write the directory (checkpoint.py) and return its metrics.
 """
 
 import math
+import sys
 import time
 from dataclasses import asdict, fields
 from datetime import datetime, timezone
@@ -19,7 +20,7 @@ from host.export.quantize import export, int8_error
 from host.export.reference import Reference
 from host.sessions import Session, find_session, load
 from host.train import checkpoint as ckpt
-from host.train.dataset import from_sessions, normalisation, synthetic, task_for
+from host.train.dataset import from_sessions, normalisation, output_label, synthetic, task_for
 from host.train.fit import Config, History, auto_batch, device_for, fit, predict, rmse
 from host.train.model import MLP
 
@@ -97,9 +98,27 @@ def _train_and_save(model, data, norm, config, history, optimizer_state, out, pr
                           "export_s": round(time.perf_counter() - exported, 3),
                           "total_s": round(time.perf_counter() - started, 3),
                           "steps_per_s": round(history.steps / train_s) if train_s else None}
+    metrics["warnings"] = losing_to_linear(metrics)
     ckpt.save(out, checkpoint_bytes, metrics, blob, checkpoint["history"])
     metrics["path"] = str(out)
+    for line in metrics["warnings"]:
+        print(f"warning: {line}", file=sys.stderr)
     return metrics
+
+
+def losing_to_linear(metrics):
+    """A line per output where the network's held-out error (float or int8) is above the least-squares linear
+    fit's: that joint is better served by the linear calibration until the model is trained better."""
+    lines = []
+    for o in metrics["outputs"]:
+        net, q, lin = metrics["val_rmse"][o], metrics["int8"]["val_rmse"][o], metrics["baseline_rmse"]["linear"][o]
+        if max(net, q) > lin:
+            joint, quantity, unit = output_label(o)
+            u = f" {unit}" if unit else ""
+            lines.append(f"{' '.join(filter(None, (joint, quantity)))}: the model's validation RMSE {net:.3g}{u} "
+                         f"(int8 {q:.3g}) is worse than the linear fit's {lin:.3g}{u}: train longer (--epochs) or on more "
+                         f"varied sessions" + (", or use the linear calibration for this joint" if quantity else ""))
+    return lines
 
 
 def _metrics(model, layers, blob, data, norm, config, history, name):
@@ -118,6 +137,7 @@ def _metrics(model, layers, blob, data, norm, config, history, name):
         "steps": history.steps, "qat": bool(model.qat),
         "train_loss": history.train_loss[best - 1] if best else None, "val_loss": history.best_val_loss,
         "val_rmse": per_output(rmse(pred, data.y_val)),
+        "target_std": per_output(out_std),  # what the loss is normalised by: curves.png's RMSE in units
         "baseline_rmse": {"mean": per_output(rmse(np.broadcast_to(out_mean, data.y_val.shape), data.y_val)),
                           "linear": per_output(rmse(_linear_fit(data)(data.x_val), data.y_val))},
         "int8": {"val_rmse": per_output(rmse(ref.infer(data.x_val), data.y_val)),
