@@ -167,11 +167,42 @@ def nominal_deg(joint, pulses_us):
     return np.where(pulses_us > 0, deg, np.nan)
 
 
-def plot(session, path, predicted=None, title=None):
-    """PNG: per joint the commanded pulse (as nominal degrees) vs the measured angle, and the IMU.
+def activities(session):
+    """[(first row, label)] of each stretch of one mode: the program the markers name for `program`
+    (`chirp`, `steps`), the controller for `track`, else the mode (`idle`, `direct`)."""
+    c = session.columns
+    if not len(session):
+        return []
+    hello = next((s["hello"] for s in session.segments if s["hello"]), None) or {}
+    modes = hello.get("modes") or []
+    started = [(t, m) for t, m in session.markers if m.get("event") in ("program started", "track started")]
+    mode = np.asarray(c["mode"]).astype(int)
+    firsts = np.flatnonzero(np.concatenate(([True], (mode[1:] != mode[:-1]) | (c["segment"][1:] != c["segment"][:-1]))))
+    out = []
+    for row in firsts.tolist():
+        label = modes[mode[row]] if 0 <= mode[row] < len(modes) else f"mode {mode[row]}"
+        before = [m for t, m in started if t <= c["t_host"][row]]
+        if label == "program" and before and before[-1].get("program"):
+            label = before[-1]["program"]
+        elif label == "track" and before and before[-1].get("controller"):
+            label = f"track ({before[-1]['controller'].get('name')})"
+        out.append((row, label))
+    return out
 
-    predicted: {label: predicted columns} (as a `predict` returns them), drawn on their joint's
-    panel -- `<joint>_deg` as is, `<joint>_cmd_us` as nominal degrees; the first solid, the rest dashed.
+
+def when(session, row):
+    """{"t_s": seconds since the first frame, "row", "doing": the activity then} of a telemetry row."""
+    doing = [label for first, label in activities(session) if first <= row]
+    return {"t_s": round(float(timeline(session)[row]), 3), "row": int(row), "doing": doing[-1] if doing else None}
+
+
+def plot(session, path, predicted=None, title=None):
+    """PNG: per joint the commanded pulse (as nominal degrees) vs the measured angle, the accelerometer (g)
+    and the gyro (deg/s) apart, the activity switches marked; returns the figure (closed, for its axes).
+
+    predicted: {label: predicted columns} (as a `predict` returns them), drawn on their joint's panel --
+    `<joint>_deg` as is, `<joint>_cmd_us` as nominal degrees; the first solid, the rest dashed -- and
+    each joint's first prediction minus the logged value on a residual panel of its own, in its unit.
     """
     import matplotlib
 
@@ -181,10 +212,12 @@ def plot(session, path, predicted=None, title=None):
     c = session.columns
     if not len(session):
         raise UserError(f"{session.path} holds no telemetry to plot")
-    joints = (session.header.get("robot") or {}).get("joints") or session.segments[0]["hello"]["robot"]["joints"]
+    robot = session.header.get("robot") or session.segments[0]["hello"]["robot"]
+    joints = robot.get("joints") or session.segments[0]["hello"]["robot"]["joints"]
     x = timeline(session)
-    fig, axes = plt.subplots(len(joints) + 1, 1, figsize=(11, 2.6 * (len(joints) + 1)), sharex=True)
-    bounds = [x[np.argmax(c["segment"] == s)] for s in np.unique(c["segment"])[1:]]
+    residuals = _residuals(joints, predicted or {}, c)
+    panels = len(joints) + len(residuals) + 2
+    fig, axes = plt.subplots(panels, 1, figsize=(11, 1.9 * panels + 0.9), sharex=True, dpi=100)
     for ax, j in zip(axes, joints):
         name = j["name"]
         ax.plot(x, nominal_deg(j, c[name + "_cmd_us"]), lw=1, drawstyle="steps-post", label="commanded (nominal)")
@@ -195,25 +228,68 @@ def plot(session, path, predicted=None, title=None):
             if name + "_cmd_us" in columns:
                 ax.plot(x, nominal_deg(j, columns[name + "_cmd_us"]), lw=1, ls="--" if i else "-",
                         label=f"{label}: pulse (nominal)")
-        ax.set_ylabel(f"{name} (deg)")
-        ax.legend(loc="upper right", fontsize=8)
-    imu = axes[-1]
-    for k in ("ax", "ay", "az"):
-        imu.plot(x, c[k], lw=0.8, label=k)
-    imu.set_ylabel("accel (g)")
-    gyro = imu.twinx()
-    for k, style in zip(("gx", "gy", "gz"), (":", "-.", "--")):
-        gyro.plot(x, c[k], lw=0.8, ls=style, label=k)
-    gyro.set_ylabel("gyro (deg/s)")
-    imu.legend(loc="upper left", fontsize=8)
-    gyro.legend(loc="upper right", fontsize=8)
+        ax.set_ylabel(f"{name} angle (deg)")
+    for ax, (name, what, unit, diff) in zip(axes[len(joints):], residuals):
+        rms = error(np.zeros_like(diff), diff)["rmse"]
+        ax.plot(x, diff, lw=0.8, color="tab:red", label=f"{what} − logged\n(rms {rms:.3g} {unit})")
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set_ylabel(f"{name} error ({unit})")
+    accel, gyro = axes[-2], axes[-1]
+    imu = robot.get("imu") or {}
+    for ax, keys, unit, full, colours in ((accel, ("ax", "ay", "az"), "g", imu.get("accel_fs_g"), ("C0", "C1", "C2")),
+                                          (gyro, ("gx", "gy", "gz"), "deg/s", imu.get("gyro_fs_dps"), ("C3", "C4", "C9"))):
+        for k, colour in zip(keys, colours):
+            ax.plot(x, c[k], lw=0.7, color=colour, label=k)
+        ax.set_ylabel(f"{'accel' if unit == 'g' else 'gyro'} ({unit})")
+        clipped = sum(int(np.count_nonzero(np.abs(c[k]) >= 0.99 * full)) for k in keys) if full else 0
+        if clipped:  # the MPU-6050 reads full scale for anything beyond: those peaks are cut off
+            for sign in (1, -1):
+                ax.axhline(sign * full, color="k", lw=0.8, ls="--")
+            ax.plot([], [], color="k", lw=0.8, ls="--", label=f"±{full:g} {unit} full scale:\n{clipped} samples clipped")
+    _mark_activities(session, x, axes)
+    bounds = [x[np.argmax(c["segment"] == s)] for s in np.unique(c["segment"])[1:]]
     for ax in axes:
         for b in bounds:
             ax.axvline(b, color="k", ls=":", lw=1)
-    axes[-1].set_xlabel("time (s)" + ("; dotted: device reset, new segment" if bounds else ""))
-    fig.suptitle(title or session.header.get("name", ""), fontsize=10)
+        ax.grid(True, color="0.92")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=10, frameon=False)
+    axes[-1].set_xlabel("time since the first frame (s)" + ("; dotted: device reset, new segment" if bounds else ""))
+    what = "commanded vs measured joint angles, model predictions and their error, IMU" if residuals else \
+        "commanded vs measured joint angles and IMU"
+    fig.suptitle(f"session {session.name}: {what}" + (f"\n{title}" if title else ""), fontsize=12)
     fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(fig, path, dpi=100)
+    return fig
+
+
+def _residuals(joints, predicted, c):
+    """[(joint, what, unit, first prediction - logged)] per joint a prediction covers (its first one)."""
+    out = []
+    for j in joints:
+        for label, columns in predicted.items():
+            hit = next(((f, u) for f, u in (("_cmd_us", "µs"), ("_deg", "deg")) if j["name"] + f in columns), None)
+            if hit:
+                column = j["name"] + hit[0]
+                out.append((j["name"], f"{label} {'pulse' if hit[1] == 'µs' else 'angle'}", hit[1],
+                            np.asarray(columns[column], float) - np.asarray(c[column], float)))
+                break
+    return out
+
+
+def _mark_activities(session, x, axes):
+    """A vertical line where a program or track run starts, its name at the top of the first panel; idle
+    stretches and ones under 2 % of the session (a program's few first or last ticks) are left unmarked."""
+    rows = [row for row, _ in activities(session)] + [len(x) - 1]
+    stretches = [(row, label) for (row, label), end in zip(activities(session), rows[1:])
+                 if x[end] - x[row] >= 0.02 * (x[-1] - x[0]) and label != "idle"]
+    if not stretches:
+        return
+    top = axes[0]
+    for row, label in stretches:
+        for ax in axes:
+            ax.axvline(x[row], color="0.35", lw=0.9, ls="-.")
+        top.annotate(label, (x[row], 1), xycoords=("data", "axes fraction"), xytext=(3, 3),
+                     textcoords="offset points", fontsize=10, va="bottom", ha="left", annotation_clip=False)
 
 
 # -- a model over the session ------------------------------------------------------
@@ -266,13 +342,23 @@ class ModelRun:
             overlays["model float"] = self.columns(self.float)
         return overlays
 
+    def title(self):
+        """`model b31118e5 (inverse, models/mine)`: which model a plot shows."""
+        return f"model {self.reference.model_id:08x} ({self.reference.task}, {self.path})"
+
     def report(self):
         """Model id and task, rows used and dropped, and per output the error of int8 and float vs the logged values."""
         ref, units = self.reference, self.session.units
         outputs = {}
         for i, (name, (column, k)) in enumerate(zip(ref.outputs, self.targets)):
             y, q, f = self.y[:, i], self.int8[:, i], None if self.float is None else self.float[:, i]
+            worst = int(np.nanargmax(np.abs(q - y))) if np.isfinite(q - y).any() else None
+            at = None if worst is None else when(self.session, self.anchors[worst] + k)
+            if at and at["row"] > 0:  # a step in the logged value there: the error of a jump, not of a drift
+                logged = self.session.columns[column]
+                at["logged_step"] = round(float(logged[at["row"]] - logged[at["row"] - 1]), 3)
             outputs[name] = {"column": column, "ahead": k, "unit": units.get(column, ""), "int8": error(y, q),
+                             "int8_max_at": at,
                              "float": None if f is None else error(y, f),
                              "int8_vs_float": None if f is None else error(f, q)}
         return {"path": str(self.path), "name": ref.spec.meta.get("name"), "model_id": f"{ref.model_id:08x}",

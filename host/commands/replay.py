@@ -61,7 +61,7 @@ def run(args):
     if model:
         stats["model"] = model.report()
     if args.plot:
-        plot(session, args.plot, predicted=model.predicted() if model else None)
+        plot(session, args.plot, predicted=model.predicted() if model else None, title=model.title() if model else None)
         stats["plot"] = args.plot
     if args.json:
         print(json.dumps(stats))
@@ -96,6 +96,12 @@ def _show_model(m):
     for name, o in m["outputs"].items():
         rows.append((f"  {name}", o["unit"], figure(o["int8"]), figure(o["float"]), figure(o["int8_vs_float"])))
     print_table(rows)
+    for name, o in m["outputs"].items():
+        at = o.get("int8_max_at")
+        if at:
+            print(f"  {name}: int8 max error {o['int8']['max_abs']:.0f} {o['unit']} at t={at['t_s']:.2f} s "
+                  f"(row {at['row']}{', during ' + at['doing'] if at['doing'] else ''}"
+                  f"{'; the logged value stepped by %g there' % at['logged_step'] if at.get('logged_step') else ''})")
     if not m["float"]:
         print(f"  float: unavailable ({m['float_unavailable']})")
 
