@@ -332,8 +332,13 @@ def table(result):
     return lines
 
 
+CONTROLLER_NAMES = {"naive": "naive (datasheet 500-2500 µs)", "linear": "linear calibration (least squares)",
+                    "model": "learned MLP (int8, on the robot)"}
+
+
 def plot(result, path):
-    """PNG: per trajectory and joint, the target and each controller's measured angle; RMSE bars below."""
+    """PNG: per trajectory and joint, the target and each controller's measured angle; RMSE bars below;
+    one legend for all panels, outside them. Returns the figure (closed, for its axes)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -344,32 +349,36 @@ def plot(result, path):
     joints = list(runs[0]["joints"])
     controllers = list(result["summary"])
     colours = {"naive": "tab:red", "linear": "tab:orange", "model": "tab:blue"}
-    fig, axes = plt.subplots(len(names) + 1, len(joints), figsize=(6 * len(joints), 2.6 * (len(names) + 1)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(names) + 1, len(joints), figsize=(6 * len(joints) + 2.5, 2.6 * (len(names) + 1) + 1),
+                             squeeze=False, dpi=100)
     for row, name in enumerate(names):
         for col, j in enumerate(joints):
             ax = axes[row][col]
             mine = [r for r in runs if r["trajectory"] == name]
             ax.plot(mine[0]["t"], mine[0]["targets"][j], color="k", lw=1.6, label="target")
             for r in mine:
-                v = r["joints"][j]
                 ax.plot(r["t"], r["measured"][j], color=colours.get(r["controller"]), lw=0.9,
-                        label=f"{r['controller']} ({v['rmse_deg']:.2f}° rms)")
-            ax.set_title(f"{j}: {name}", fontsize=9)
-            ax.set_ylabel("deg")
-            ax.legend(loc="upper right", fontsize=7)
+                        label=CONTROLLER_NAMES.get(r["controller"], r["controller"]))
+            ax.set_title(f"{j}, {name}: " + ", ".join(f"{r['controller']} {r['joints'][j]['rmse_deg']:.2f}°"
+                                                      for r in mine) + " rms", fontsize=10)
+            ax.set_ylabel(f"{j} angle (deg)")
+            ax.grid(True, color="0.92")
     for col, j in enumerate(joints):
         ax = axes[-1][col]
         width = 0.8 / len(controllers)
         for k, c in enumerate(controllers):
             values = [next((r["joints"][j]["rmse_deg"] for r in runs if r["trajectory"] == n and r["controller"] == c),
                            np.nan) for n in names] + [result["summary"][c]["joints"][j]["rmse_deg"]]
-            ax.bar(np.arange(len(values)) + k * width, values, width, color=colours.get(c), label=c)
-        ax.set_xticks(np.arange(len(names) + 1) + 0.4 - width / 2, names + ["all"])
+            ax.bar(np.arange(len(values)) + k * width, values, width, color=colours.get(c))
+        ax.set_xticks(np.arange(len(names) + 1) + 0.4 - width / 2, names + ["all (pooled)"])
         ax.set_ylabel(f"{j} RMSE (deg)")
-        ax.legend(fontsize=7)
+        ax.set_title(f"{j}: tracking RMSE per trajectory (lower is better)", fontsize=10)
+        ax.grid(True, axis="y", color="0.92")
     for ax in axes[-2]:
-        ax.set_xlabel("time (s)")
-    fig.suptitle("held-out trajectories: target vs measured angle per controller", fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=80)
+        ax.set_xlabel("time since the lead-in (s)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(0.775, 0.96), fontsize=10, frameon=False)
+    fig.suptitle("held-out trajectories: target vs measured joint angle, per controller", fontsize=12)
+    fig.tight_layout(rect=(0, 0, 0.77, 1))
+    save_figure(fig, path, dpi=100)
+    return fig
