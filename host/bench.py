@@ -164,7 +164,7 @@ def table(figures):
     """Rows (label, value) of the bench's figures, for host.table.print_table; each µs figure says what kind of µs."""
     env, robot, lp, inf, tr = (figures[k] for k in ("environment", "robot", "loop", "inference", "transfer"))
     mp = f"MicroPython {env['micropython']} ({env['device_platform']}, mpy {env['mpy']})" if env["micropython"] else "MicroPython ?"
-    us = env["us_tag"]
+    us = device_us(env)
     rows = [
         ("polyniod bench", env["date"]),
         ("port", f"{env['port']} at {env['baud']} baud"),
@@ -201,6 +201,15 @@ def table(figures):
         p = tr["parity"]
         rows.append(("parity", f"{p['vectors'] - p['mismatches']}/{p['vectors']} random int8 vectors bit for bit"))
     return rows
+
+
+def device_us(env):
+    """What the board's µs are, to stand beside each one: a virtual Gen0's CPU model by name
+    (`esp32 x25 CPU model; ESP32 us, virtual Gen0`, `host CPU: VM's own speed, ...`); a real board's as measured."""
+    model, tag = (env.get("cpu") or "").split(" (")[0], env["us_tag"]
+    if not model or "virtual Gen0" not in tag and not model.startswith("host") or "unknown" in tag:
+        return tag
+    return f"host CPU: {tag}" if model.startswith("host") else f"{model} CPU model; {tag}"
 
 
 def stages_text(lp, us):
