@@ -3,9 +3,7 @@ with units and the largest gap named, errors by joint with units, the train warn
 the bench's µs, and plots with units, titles and the expected panels. No wall-clock assertions."""
 
 import json
-import shutil
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,37 +11,22 @@ import pytest
 
 from host import cli
 from host.bench import device_us, table
-from host.collect import collect
 from host.evaluate import plot as plot_eval
 from host.replay import ModelRun, activities, plot, replay
 from host.sessions import load
-from host.sim import VirtualGen0
 from host.train.checkpoint import plot_curves
 from host.train.pipeline import losing_to_linear, train
+from tests.test_replay_model import recorded  # noqa: F401 -- a steps session on a virtual Gen0 and a tiny model
 
 
 @pytest.fixture(scope="module")
-def session_file():
-    """6 s of the steps program on a virtual Gen0 (virtual clock: a few seconds of wall time)."""
-    out = Path(tempfile.mkdtemp(prefix="polyniod-figures-"))
-    gen0 = VirtualGen0(preload=True, seed=0, speed=0)
-    gen0.start()
-    try:
-        assert gen0.wait_ready(30), gen0.failed
-        summary = collect(gen0.port, program="steps", seed=3, duration=6, name="steps", out=out, progress=False,
-                          say=lambda msg: None)
-    finally:
-        gen0.stop()
-    yield Path(summary["session"])
-    shutil.rmtree(out, ignore_errors=True)
+def session_file(recorded):
+    return recorded[0]
 
 
 @pytest.fixture(scope="module")
-def model_dir(session_file, tmp_path_factory):
-    """A small inverse model on the session: enough to have predictions, errors and curves."""
-    out = tmp_path_factory.mktemp("model") / "inverse"
-    train("inverse", [session_file], out=out, progress=False, epochs=3)
-    return out
+def model_dir(recorded):
+    return recorded[1]
 
 
 def png_size(path):
