@@ -130,6 +130,7 @@ def plot_curves(history, path, metrics=None):
         ax.axvline(history["best_epoch"], color="0.4", linestyle=":", label=f"best epoch ({history['best_epoch']}): kept")
     if values and all(v > 0 and math.isfinite(v) for v in values):
         ax.set_yscale("log")
+        ax.yaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)))  # 120, 150: labelled
         for axis_format in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
             axis_format(matplotlib.ticker.FormatStrFormatter("%.3g"))  # 60, 70, 100: not 6x10^1
     ax.set_xlabel("epoch")
