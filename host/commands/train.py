@@ -116,10 +116,15 @@ def summary(m):
              f"{m['rows']['train']} training rows, {m['rows']['val']} validation ({m['split']})",
              f"epochs {m['epochs_run']} (best {m['best_epoch']}{', stopped early' if m['stopped_early'] else ''}) "
              f"in {m['timings']['train_s']:.1f} s; val loss {m['val_loss']:.5f}"]
+    from host.train.dataset import output_label
+
     for o in m["outputs"]:
         base = m["baseline_rmse"]
-        lines.append(f"  {o}: val RMSE {m['val_rmse'][o]:.4g} (int8 {m['int8']['val_rmse'][o]:.4g}; "
-                     f"baselines: linear {base['linear'][o]:.4g}, mean {base['mean'][o]:.4g})")
+        joint, quantity, unit = output_label(o)
+        u = f" {unit}" if unit else ""
+        name = f"{o} ({joint} {quantity})" if quantity else o
+        lines.append(f"  {name}: val RMSE {m['val_rmse'][o]:.4g}{u} (int8 {m['int8']['val_rmse'][o]:.4g}{u}; "
+                     f"baselines: linear {base['linear'][o]:.4g}{u}, mean {base['mean'][o]:.4g}{u})")
     dropped = {k: v for k, v in m["rows"]["dropped"].items() if v}
     if dropped:
         lines.append("rows left out: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dropped.items()))
