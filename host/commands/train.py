@@ -10,6 +10,12 @@ from polyniod_firmware import mlp
 
 MAX_LR = 10.0  # beyond any rate that trains (Adam's usual 1e-3..1e-2; SGD's at most ~1)
 MAX_SEED = (1 << 32) - 1
+# What a model was trained with, kept by --resume: its shape and inputs (task, hidden, act, ahead), and the
+# training settings that decide its weights for a seed (optim, lr, batch, patience, seed; --qat). batch is one:
+# it sets the steps an epoch and the gradient noise, so the same seed on another batch gives other weights,
+# and these nets fit any device's memory. Not kept: --device, --quiet, --json (how this run goes) and
+# --epochs (how many more).
+SETTINGS = ("task", "hidden", "act", "optim", "lr", "batch", "patience", "ahead", "seed")
 
 
 def add_parser(sub):
@@ -25,11 +31,13 @@ def add_parser(sub):
     p.add_argument("--patience", type=int, help="epochs without a better validation loss before stopping (default: the task's)")
     p.add_argument("--ahead", type=int, metavar="TICKS", help="inverse: ticks the target lies ahead (default ~50 ms)")
     p.add_argument("--qat", action="store_true", help="train the last quarter quantisation-aware (int8)")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="where to train (default cpu)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="where to train (default cpu; with --resume too, "
+                   "whichever device the model was trained on)")
     p.add_argument("--seed", type=int, help="seed for init and shuffles (default 0): same seed, same weights")
     p.add_argument("--out", metavar="DIR", help="model directory (default models/TASK)")
     p.add_argument("--force", action="store_true", help="replace an existing model directory")
-    p.add_argument("--resume", metavar="DIR", help="continue training the model in DIR (same config, more epochs)")
+    p.add_argument("--resume", metavar="DIR", help="continue training the model in DIR (same settings, more epochs; "
+                   "on --device, more or other sessions)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
     p.set_defaults(run=run)
@@ -91,13 +99,15 @@ def run(args):
 
 def _train(args):
     if args.resume:
-        given = [flag for flag in ("task", "hidden", "act", "optim", "lr", "batch", "patience", "ahead", "device",
-                                   "seed", "out") if getattr(args, flag) is not None] + (["qat"] if args.qat else [])
+        given = [flag for flag in SETTINGS if getattr(args, flag) is not None] + (["qat"] if args.qat else [])
         if given:
             raise UserError(f"--resume keeps the model's settings: drop --{', --'.join(given)} "
-                            "(only --epochs and the sessions may change)")
+                            "(only --epochs, --device, --quiet, --json and the sessions may change)")
+        if args.out is not None:
+            raise UserError(f"--resume writes the model back into {args.resume}: drop --out")
         from host.train.pipeline import resume  # PyTorch loads only to train
-        metrics = resume(args.resume, epochs=args.epochs, sessions=args.sessions or None, progress=not args.quiet)
+        metrics = resume(args.resume, epochs=args.epochs, sessions=args.sessions or None, progress=not args.quiet,
+                         device=args.device)
     else:
         task = args.task or "inverse"
         out = Path(args.out) if args.out else Path("models") / task

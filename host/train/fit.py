@@ -42,7 +42,6 @@ class Config:
     qat: bool = False
     qat_fraction: float = 0.25  # of the epochs, at the end, trained quantisation-aware
     seed: int = 0
-    device: str = "cpu"
     options: dict = field(default_factory=dict)  # the task's (e.g. {"ahead": 10})
 
     def to_dict(self):
@@ -84,14 +83,15 @@ def device_for(name):
     raise UserError(f"--device {name}: give cpu or cuda")
 
 
-def fit(model, x, y, xv, yv, config, history=None, optimizer_state=None, progress=True):
-    """Train `model` on normalised rows; returns (history, optimizer state) with the best weights loaded.
+def fit(model, x, y, xv, yv, config, history=None, optimizer_state=None, progress=True, device="cpu"):
+    """Train `model` on normalised rows on `device` (cpu, cuda: where this run trains, not a setting of the
+    model); returns (history, optimizer state) with the best weights loaded.
 
     QAT (config.qat): the last qat_fraction of the epochs, or from the moment the float phase stops
     improving, run quantisation-aware; the best weights are then the best quantisation-aware ones."""
     if config.optim not in OPTIMIZERS:
         raise UserError(f"--optim {config.optim}: give one of {', '.join(OPTIMIZERS)}")
-    device = device_for(config.device)
+    device = device_for(device)
     history = history or History()
     deterministic = torch.are_deterministic_algorithms_enabled()
     threads = torch.get_num_threads()

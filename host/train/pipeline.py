@@ -25,12 +25,15 @@ from host.train.fit import Config, History, auto_batch, device_for, fit, predict
 from host.train.model import MLP
 
 
-def train(task, sessions=(), out=None, progress=True, ahead=None, **settings):
+def train(task, sessions=(), out=None, progress=True, ahead=None, device=None, **settings):
     """Train a new model of `task` on sessions (paths, names or loaded Sessions); write `out`; its metrics.
 
-    settings: any Config field (hidden, act, optim, lr, epochs, batch, patience, qat, seed, device);
-    None or missing means the task's default, then Config's. ahead: the inverse task's look-ahead."""
+    settings: any Config field (hidden, act, optim, lr, epochs, batch, patience, qat, seed);
+    None or missing means the task's default, then Config's. ahead: the inverse task's look-ahead.
+    device (cpu, default; cuda) and progress are choices of this run, not settings of the model:
+    the checkpoint keeps neither, and a resume picks its own."""
     started = time.perf_counter()
+    device = _device(device)
     loaded = _load_sessions(sessions)
     t = task_for(task, loaded, **({} if ahead is None else {"ahead": ahead}))
     config = _config(t, settings)
@@ -39,14 +42,17 @@ def train(task, sessions=(), out=None, progress=True, ahead=None, **settings):
     torch.manual_seed(config.seed)
     model = MLP(len(t.inputs), config.hidden, len(t.outputs), config.act, config.first_act, config.init)
     return _train_and_save(model, data, norm, config, History(), None, out or Path("models") / task,
-                           progress, started)
+                           progress, device, started)
 
 
-def resume(model_dir, epochs=None, sessions=None, progress=True):
+def resume(model_dir, epochs=None, sessions=None, progress=True, device=None):
     """Continue training the model in model_dir for `epochs` more (default: as many as before), from its
-    best weights and optimizer state, on the sessions it was trained on (or the ones given)."""
+    best weights and optimizer state, on the sessions it was trained on (or the ones given), on `device`
+    (default cpu) whichever device it was trained on: the checkpoint loads onto the CPU first."""
     started = time.perf_counter()
+    device = _device(device)
     checkpoint = ckpt.load(model_dir)
+    # fields only: a checkpoint of an older version also holds "device", a choice of that run, ignored here
     config = Config(**{f.name: checkpoint["config"][f.name] for f in fields(Config) if f.name in checkpoint["config"]})
     config.hidden = tuple(config.hidden)
     if epochs is not None:
@@ -64,16 +70,23 @@ def resume(model_dir, epochs=None, sessions=None, progress=True):
     norm = tuple(np.asarray(n[k], dtype=np.float64) for k in ("in_mean", "in_std", "out_mean", "out_std"))
     history = History(**checkpoint["history"])
     return _train_and_save(ckpt.build(checkpoint), data, norm, config, history, checkpoint["optimizer"],
-                           Path(model_dir), progress, started)
+                           Path(model_dir), progress, device, started)
 
 
-def _train_and_save(model, data, norm, config, history, optimizer_state, out, progress, started):
+def _device(name):
+    """The run's device name, checked before any session is read (cpu when not given)."""
+    name = name or "cpu"
+    device_for(name)
+    return name
+
+
+def _train_and_save(model, data, norm, config, history, optimizer_state, out, progress, device, started):
     in_mean, in_std, out_mean, out_std = norm
     config.batch = config.batch or auto_batch(len(data.x_train))
     loaded_s = time.perf_counter() - started
     history, optimizer_state = fit(model, (data.x_train - in_mean) / in_std, (data.y_train - out_mean) / out_std,
                                    (data.x_val - in_mean) / in_std, (data.y_val - out_mean) / out_std, config,
-                                   history, optimizer_state, progress)
+                                   history, optimizer_state, progress, device)
     train_s = history.seconds
     exported = time.perf_counter()
     model.cpu()
@@ -84,7 +97,7 @@ def _train_and_save(model, data, norm, config, history, optimizer_state, out, pr
                   meta={"name": out.name, **({"rate_hz": data.rate_hz} if data.rate_hz else {}), **config.options})
     checkpoint = {
         "format": ckpt.FORMAT, "task": config.task, "config": config.to_dict(), "qat": model.qat,
-        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "optimizer": optimizer_state,
+        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "optimizer": _on_cpu(optimizer_state),
         "norm": {k: v.tolist() for k, v in zip(("in_mean", "in_std", "out_mean", "out_std"), norm)},
         "inputs": list(data.inputs), "outputs": list(data.outputs), "rate_hz": data.rate_hz,
         "sessions": [s["path"] for s in data.sessions], "history": _jsonable(asdict(history)),
@@ -97,7 +110,8 @@ def _train_and_save(model, data, norm, config, history, optimizer_state, out, pr
     metrics["timings"] = {"load_s": round(loaded_s, 3), "train_s": round(train_s, 3),
                           "export_s": round(time.perf_counter() - exported, 3),
                           "total_s": round(time.perf_counter() - started, 3),
-                          "steps_per_s": round(history.steps / train_s) if train_s else None}
+                          "steps_per_s": round(history.steps / train_s) if train_s else None,
+                          "device": device}  # where this run trained: a fact of the run, not of the model
     metrics["warnings"] = losing_to_linear(metrics)
     ckpt.save(out, checkpoint_bytes, metrics, blob, checkpoint["history"])
     metrics["path"] = str(out)
@@ -171,7 +185,6 @@ def _config(task, settings):
         raise UserError(f"--lr {config.lr}: give a learning rate > 0")
     if any(h < 1 for h in config.hidden):
         raise UserError(f"--hidden {','.join(map(str, config.hidden))}: layer widths are >= 1")
-    device_for(config.device)  # before any session is read
     return config
 
 
@@ -186,6 +199,17 @@ def _load_sessions(items, hint=""):
         except UserError as e:
             raise UserError(f"{e}{hint}") from None
     return out
+
+
+def _on_cpu(value):
+    """The optimizer state with every tensor moved to the CPU: a checkpoint written on a GPU loads anywhere."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cpu(v) for v in value)
+    return value
 
 
 def _jsonable(d):
