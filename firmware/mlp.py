@@ -23,6 +23,8 @@ HEADER = "<4sHBBII"  # magic, version, n_layers, reserved (0), size, model_id
 LAYER = "<HHBbbbbbff"  # n_in, n_out, act, in_zp, zp, qmin, qmax, out_zp, in_scale, out_scale
 HEADER_SIZE = struct.calcsize(HEADER)
 LAYER_SIZE = struct.calcsize(LAYER)
+# The one list of activations: a layer's act code in the blob is its index here. Training (the float
+# model, `host train --act`), the exporter and the host reference read it; they only add each one's function.
 ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid")
 LUT_ACTIVATIONS = ("tanh", "sigmoid")  # these carry a 256-byte int8 -> int8 table
 LUT_SIZE = 256

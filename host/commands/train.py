@@ -23,7 +23,7 @@ def add_parser(sub):
     p.add_argument("sessions", nargs="*", metavar="SESSION", help="session files or names (see `host sessions`)")
     p.add_argument("--task", choices=list(TASKS), help="what to learn (host/train/tasks.py); default inverse")
     p.add_argument("--hidden", type=widths, metavar="W,W", help="hidden layer widths, e.g. 32,32 (default: the task's)")
-    p.add_argument("--act", choices=["relu", "tanh", "sigmoid", "linear"], help="hidden activation (default: the task's)")
+    p.add_argument("--act", choices=mlp.ACTIVATIONS, help="hidden activation (default: the task's)")
     p.add_argument("--optim", choices=["adam", "sgd", "rmsprop"], help="optimizer (default adam)")
     p.add_argument("--lr", type=float, help="peak learning rate, cosine schedule (default: the task's)")
     p.add_argument("--epochs", type=int, help="epochs (with --resume: how many more; default: the task's)")

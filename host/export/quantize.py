@@ -1,7 +1,7 @@
 """Float layers -> the integer layers and the blob the device runs (firmware/MLP.md).
 
-A float MLP is `[{"w": [n_out, n_in], "b": [n_out], "act": "relu"|"tanh"|"sigmoid"|"linear"}, ...]`
-over normalised inputs and targets. `quantize` picks every scale from calibration inputs
+A float MLP is `[{"w": [n_out, n_in], "b": [n_out], "act": one of mlp.ACTIVATIONS}, ...]` over
+normalised inputs and targets. `quantize` picks every scale from calibration inputs
 (TensorFlow Lite Micro's scheme, with the 15-bit multiplier the device can apply in 32 bits),
 `pack` writes the format, `export` does both and checks the result with the device's parser,
 `int8_error` measures what quantisation costs on given inputs.
@@ -17,14 +17,26 @@ from polyniod_firmware import mlp
 
 from .reference import Reference
 
-ACTIVATIONS = {
+
+
+def per_activation(values, names=mlp.ACTIVATIONS):
+    """values ({activation: its function or constant}) in the order of names, the integer MLP's one list
+    (mlp.ACTIVATIONS; mlp.LUT_ACTIVATIONS for the LUT ones): an activation added there and not
+    implemented here, or one here the device does not know, fails at import, not in a model."""
+    if sorted(values) != sorted(names):
+        raise ValueError(f"activations {', '.join(values)} are not the integer MLP's {', '.join(names)}")
+    return {name: values[name] for name in names}
+
+
+ACTIVATIONS = per_activation({
     "linear": lambda x: x,
     "relu": lambda x: np.maximum(x, 0.0),
     "tanh": np.tanh,
     "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
-}
-LUT_OUTPUT = {"tanh": (1 / 128, 0), "sigmoid": (1 / 256, -128)}  # TFLM's fixed output quantisation
-LUT_INPUT_LIMIT = {"tanh": 4.0, "sigmoid": 8.0}  # beyond these the int8 output stops changing
+})
+# TFLM's fixed output quantisation of the LUT activations, and where their int8 output stops changing
+LUT_OUTPUT = per_activation({"tanh": (1 / 128, 0), "sigmoid": (1 / 256, -128)}, mlp.LUT_ACTIVATIONS)
+LUT_INPUT_LIMIT = per_activation({"tanh": 4.0, "sigmoid": 8.0}, mlp.LUT_ACTIVATIONS)
 REAL_SCALE_LIMIT = 0.49  # multipliers need real scale < 0.5 (shift >= 1); the output range widens if not
 RAW_BIAS_LIMIT = 1 << 27  # |bias| before folding the input zero point (folding adds < 2**22)
 
@@ -96,7 +108,7 @@ def _quantize_layer(layer, pre, in_scale, in_zp):
     w_scale = np.maximum(np.abs(w).max(axis=1) / 127, np.abs(b) / (in_scale * RAW_BIAS_LIMIT))
     w_scale[w_scale == 0] = 1.0  # a channel of zeros: any scale
     wq = np.clip(np.rint(w / w_scale[:, None]), -127, 127).astype(np.int64)
-    if act in LUT_OUTPUT:
+    if act in mlp.LUT_ACTIVATIONS:
         limit = LUT_INPUT_LIMIT[act]
         lo, hi = np.clip(pre.min(), -limit, limit), np.clip(pre.max(), -limit, limit)
     else:
@@ -106,7 +118,7 @@ def _quantize_layer(layer, pre, in_scale, in_zp):
     mult, shift = zip(*(multiplier(in_scale * s / scale) for s in w_scale))
     bias = np.rint(b / (in_scale * w_scale)).astype(np.int64) - in_zp * wq.sum(axis=1)  # input zero point folded in
     qmin = zp if act == "relu" else -128
-    if act in LUT_OUTPUT:
+    if act in mlp.LUT_ACTIVATIONS:
         out_scale, out_zp = LUT_OUTPUT[act]
         lut = lookup_table(act, scale, zp, out_scale, out_zp).tobytes()
     else:

@@ -11,9 +11,10 @@ training learns weights that survive quantisation.
 import torch
 from torch import nn
 
-from host.export.quantize import LUT_INPUT_LIMIT, LUT_OUTPUT
+from host.export.quantize import LUT_INPUT_LIMIT, LUT_OUTPUT, per_activation
+from polyniod_firmware import mlp
 
-ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "linear": lambda x: x}
+ACTIVATIONS = per_activation({"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "linear": lambda x: x})
 
 
 class MLP(nn.Module):
@@ -35,7 +36,7 @@ class MLP(nn.Module):
         for i, (linear, act) in enumerate(zip(self.linears, self.acts), start=1):
             w = _fake_quant_weight(linear.weight) if self.qat else linear.weight
             x = nn.functional.linear(x, w, linear.bias)
-            if self.qat and act in LUT_OUTPUT:
+            if self.qat and act in mlp.LUT_ACTIVATIONS:
                 limit = LUT_INPUT_LIMIT[act]
                 x = ACTIVATIONS[act](self._fake_quant(x.clamp(-limit, limit), i))
                 scale, zp = LUT_OUTPUT[act]

@@ -23,6 +23,7 @@ from host.train import checkpoint as ckpt
 from host.train.dataset import from_sessions, normalisation, output_label, synthetic, task_for
 from host.train.fit import Config, History, auto_batch, device_for, fit, predict, rmse
 from host.train.model import MLP
+from polyniod_firmware import mlp
 
 
 def train(task, sessions=(), out=None, progress=True, ahead=None, device=None, **settings):
@@ -176,8 +177,8 @@ def _config(task, settings):
     config = Config(task=task.name, hidden=tuple(given.pop("hidden", task.hidden)), act=given.pop("act", task.act),
                     first_act=None if "act" in settings and settings["act"] else task.first_act, init=task.init,
                     options=dict(task.options), **{**task.defaults, **given})
-    if config.act not in ("relu", "tanh", "sigmoid", "linear"):
-        raise UserError(f"--act {config.act}: give relu, tanh, sigmoid or linear")
+    if config.act not in mlp.ACTIVATIONS:
+        raise UserError(f"--act {config.act}: give {', '.join(mlp.ACTIVATIONS[:-1])} or {mlp.ACTIVATIONS[-1]}")
     for what, value in (("--epochs", config.epochs), ("--batch", config.batch), ("--patience", config.patience)):
         if value is not None and value < 1:
             raise UserError(f"{what} {value}: give a whole number >= 1")
