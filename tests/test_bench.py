@@ -4,6 +4,8 @@ on the bare VM: the figures must agree with what the board is known to do."""
 import json
 from pathlib import Path
 
+import pytest
+
 from host import cli
 from host.commands import monitor
 from host.deploy import deploy, read_blob
@@ -37,6 +39,7 @@ def check_stages(figures, frames=None):
     assert ticks > 0 and (frames is None or ticks >= frames), (ticks, frames)  # the window holds the frames' ticks
 
 
+@pytest.mark.slow
 def test_bench_measures_the_loop_the_link_the_model_and_the_transfer(gen0, capsys):
     with Link(gen0.port) as link:
         hello = link.connect()
@@ -80,6 +83,7 @@ def test_bench_measures_the_loop_the_link_the_model_and_the_transfer(gen0, capsy
     assert f"Hz achieved of {RATE} Hz configured" in text and "sense " in rows["stages"] and "tick " in rows["stages"], text
 
 
+@pytest.mark.slow
 def test_bench_says_the_us_are_the_vms_own_on_a_virtual_gen0_at_host_speed(make_sim, capsys):
     gen0 = make_sim(cpu="host", preload=True)
     f = bench_json(capsys, "--port", gen0.port, "--seconds", "1")
@@ -126,6 +130,7 @@ def test_mtime_times_the_active_model_within_its_budget_and_refuses_bad_requests
     assert many["n"] < 10000 and 20000 <= many["us"] < 40000  # stopped by the 20 ms budget (~10 us each on the VM)
 
 
+@pytest.mark.slow
 def test_seconds_and_baud_that_measure_nothing_are_refused_before_the_board(gen0, capsys):
     for args in (["--seconds", "0"], ["--seconds", "-1"], ["--seconds", "nan"], ["--seconds", "inf"],
                  ["--baud", "0"], ["--baud", "-1"]):

@@ -40,6 +40,7 @@ def test_building_the_parser_loads_no_torch_or_matplotlib():
     assert proc.stdout.strip() == "", f"building the parser loaded {proc.stdout.strip()}"
 
 
+@pytest.mark.slow
 def test_board_commands_run_without_torch_and_find_the_one_board(only_here, make_sim, tmp_path):
     gen0 = make_sim(preload=True)
     proc = host_without_torch("ports", "--json")
@@ -81,6 +82,7 @@ def test_training_without_torch_is_one_line_saying_what_to_install(tmp_path):
     assert proc.stderr == "error: this command needs PyTorch, which is not installed here: pip install torch\n", proc.stderr
 
 
+@pytest.mark.sim  # `host sim` in a child process
 def test_sim_runs_without_torch_until_sigterm(only_here, tmp_path):
     link = tmp_path / "gen0"
     proc = subprocess.Popen([sys.executable, "-c", WITHOUT_TORCH, "sim", "--link", str(link)], stdout=subprocess.PIPE,

@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from polyniod_firmware import protocol as P
 
@@ -17,6 +18,8 @@ from host.collect import Recorder
 from host.firmware_files import load_robot
 from host.sessions import load
 from host.sessions.store import BYTES, read_records
+
+pytestmark = pytest.mark.slow  # collect runs seconds of telemetry from a virtual Gen0 (3-12 s each)
 
 HOST = [sys.executable, "-m", "host"]
 

@@ -190,6 +190,9 @@ def test_a_finished_demo_labels_its_figures_and_warns_of_dropped_rows(monkeypatc
 SMALL = ["--collect", "10", "--epochs", "60", "--seconds", "2", "--trajectories", "steps"]
 
 
+@pytest.mark.sim  # `host demo` in a child process
+@pytest.mark.torch
+@pytest.mark.slow
 @pytest.mark.parametrize("step,after_s", [("collect", 2.0), ("train", 0.0), ("eval", 1.0)])
 def test_ctrl_c_during_a_step_of_a_real_demo(tmp_path, step, after_s):
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) `after_s` after the step's progress line:

@@ -22,6 +22,8 @@ from host.link.client import CommandError, Link
 from polyniod_firmware import mlp
 from polyniod_firmware import protocol as P
 
+pytestmark = pytest.mark.slow  # every test deploys to a virtual Gen0 and waits for it (2-18 s each)
+
 INPUTS = ["shoulder_target_deg@2", "elbow_target_deg@2", "shoulder_deg", "elbow_cmd_us@-1"]
 OUTPUTS = ["shoulder_cmd_us", "elbow_cmd_us"]
 

@@ -36,6 +36,7 @@ def test_reference_trajectories_start_and_end_at_rest_and_cover_what_they_say():
     assert np.abs(np.diff(plan[2].targets, axis=0)).max() * 200 < 300  # smooth: deg/s well under the slew limit
 
 
+@pytest.mark.slow
 def test_eval_without_a_model_runs_naive_and_linear_and_says_so(gen0, tmp_path):
     proc = host("eval", "--port", gen0.port, "--trajectories", "sines", "--seconds", "2.5", "--linear",
                 "1450,10,1450,10", "--out", str(tmp_path), "--plot", str(tmp_path / "eval.png"), "--json", timeout=90)
@@ -60,6 +61,7 @@ def test_eval_without_a_model_runs_naive_and_linear_and_says_so(gen0, tmp_path):
     assert naive > linear  # the datasheet mapping is off by ~5 deg at 0 on this unit
 
 
+@pytest.mark.slow
 def test_eval_refuses_bad_input_with_one_line(gen0, tmp_path):
     assert "no trajectory 'circle'" in one_line_error(host("eval", "--port", gen0.port, "--trajectories", "circle",
                                                            "--linear", "1450,10,1450,10"))
@@ -68,6 +70,9 @@ def test_eval_refuses_bad_input_with_one_line(gen0, tmp_path):
     assert "no serial port" in one_line_error(host("eval", "--port", str(tmp_path / "nope"), "--linear", "1,2,3,4"))
 
 
+@pytest.mark.sim  # `host demo` in a child process: a virtual Gen0, training, eval
+@pytest.mark.torch
+@pytest.mark.slow
 def test_demo_pipeline_at_small_scale_learns_a_controller_that_beats_the_naive_mapping(tmp_path):
     out = tmp_path / "run"
     proc = host("demo", *SMALL, "--seed", "3", "--out", str(out), "--json", timeout=300)
@@ -107,6 +112,7 @@ def test_demo_refuses_a_run_directory_in_use(tmp_path):
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_eval_checks_names_and_the_linear_calibration_before_any_run(gen0, tmp_path, capsys):
     """A bad trajectory name once drew a complaint about the calibration; `--linear 1,2,3` ran the naive
     controller for 12 s before the board refused it. Now: the name, and the count, before any run."""

@@ -35,6 +35,7 @@ def png_size(path):
     return struct.unpack(">II", data[16:24])
 
 
+@pytest.mark.slow
 def test_replay_is_offline_by_default(session_file, monkeypatch):
     def no_sleep(seconds):
         raise AssertionError(f"replay slept {seconds} s by default")
@@ -44,6 +45,7 @@ def test_replay_is_offline_by_default(session_file, monkeypatch):
     assert played["speed"] == "max" and played["slept_s"] == 0 and played["frames"] > 0
 
 
+@pytest.mark.slow
 def test_loop_statistics_are_robust_have_units_and_name_the_largest_gap(session_file, capsys):
     assert cli.main(["replay", str(session_file), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
@@ -69,6 +71,7 @@ def test_help_says_replay_is_offline_and_fast_by_default(capsys):
     assert "as fast as possible" in text and "1: real time" in text, text
 
 
+@pytest.mark.slow
 def test_model_replay_says_where_the_largest_error_is(session_file, model_dir, capsys):
     assert cli.main(["replay", str(session_file), "--model", str(model_dir), "--json"]) == 0
     outputs = json.loads(capsys.readouterr().out)["model"]["outputs"]
@@ -80,6 +83,7 @@ def test_model_replay_says_where_the_largest_error_is(session_file, model_dir, c
     assert "shoulder_cmd_us: int8 max error" in text and "during steps" in text, text
 
 
+@pytest.mark.slow
 def test_train_warns_when_the_model_loses_to_the_linear_fit(tmp_path, capsys):
     """One epoch at a vanishing learning rate: the net is still near its init, far worse than a line through sin."""
     metrics = train("sin", out=tmp_path / "m", progress=False, epochs=1, lr=1e-9)
@@ -128,6 +132,7 @@ def test_bench_names_the_cpu_model_beside_every_device_time():
         "measured on the board"
 
 
+@pytest.mark.slow
 def test_session_plot_has_a_panel_per_quantity_with_units(session_file, tmp_path):
     session = load(session_file)
     fig = plot(session, tmp_path / "s.png", title="a test")
@@ -141,6 +146,7 @@ def test_session_plot_has_a_panel_per_quantity_with_units(session_file, tmp_path
     assert width >= 1000 and height >= 600
 
 
+@pytest.mark.slow
 def test_model_plot_adds_a_residual_panel_per_joint(session_file, model_dir, tmp_path):
     session = load(session_file)
     run = ModelRun(model_dir, session)
@@ -150,6 +156,7 @@ def test_model_plot_adds_a_residual_panel_per_joint(session_file, model_dir, tmp
     assert f"{run.reference.model_id:08x}" in fig._suptitle.get_text()
 
 
+@pytest.mark.slow
 def test_training_curves_are_titled_and_in_the_outputs_unit(model_dir, tmp_path):
     metrics = json.loads((model_dir / "metrics.json").read_text())
     history = {"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.6], "qat": [False, False],

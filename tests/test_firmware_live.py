@@ -20,6 +20,8 @@ from polyniod_firmware import programs
 from polyniod_firmware import protocol as P
 from host.firmware_files import load_robot
 
+pytestmark = pytest.mark.slow  # every test boots the firmware on a virtual Gen0 and streams (2.5-6 s each)
+
 
 class Wire:
     """One open port: numbered command lines out, frames (and REPL text) in."""

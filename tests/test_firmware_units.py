@@ -266,6 +266,7 @@ def track_blob(seed=0):
                     [1450, 1450], [300, 300], inputs, ["shoulder_cmd_us", "elbow_cmd_us"], "test")
 
 
+@pytest.mark.slow
 def test_hot_path_allocates_nothing(tmp_path):
     """gc disabled, telemetry on: idle, direct, every program and track tick without touching the heap."""
     (tmp_path / "model.bin").write_bytes(track_blob())

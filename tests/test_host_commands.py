@@ -13,18 +13,15 @@ import pytest
 
 from host.firmware_files import load_robot
 from host.link.client import Link
+from tests.helpers import mpremote
+
+pytestmark = pytest.mark.slow  # flash, monitor and bench against a virtual Gen0 (5-27 s each)
 
 HOST = [sys.executable, "-m", "host"]
 
 
 def host(*args, timeout=120):
     return subprocess.run(HOST + list(args), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def mpremote(port, *args, timeout=60):
-    proc = subprocess.run([sys.executable, "-m", "mpremote", "connect", port, *args], capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    return proc.stdout
 
 
 def one_line_error(proc):

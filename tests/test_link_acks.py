@@ -202,6 +202,7 @@ def test_firmware_older_than_the_host_is_named(board, monkeypatch):
             link.request("status", timeout=0.05, retries=1)
 
 
+@pytest.mark.slow
 def test_opening_the_port_mid_frame_counts_no_crc_error(board):
     """Telemetry in flight when the port opens: the partial frame is synchronisation, not damage."""
     for cut in range(1, 40):

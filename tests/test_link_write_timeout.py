@@ -8,6 +8,8 @@ import threading
 import time
 import tty
 
+import pytest
+
 HOST = [sys.executable, "-m", "host"]
 
 
@@ -31,6 +33,7 @@ def fill(fd):
     return total
 
 
+@pytest.mark.slow
 def test_monitor_gives_up_on_a_port_that_takes_no_data():
     master, slave = os.openpty()
     tty.setraw(slave)  # no echo of the junk back into the full buffer, no output processing

@@ -197,6 +197,7 @@ def test_compile_all_versions(tmp_path):
 
 
 # -- end to end on the virtual Gen0 -----------------------------------------------------------------
+@pytest.mark.slow
 def test_flash_defaults_to_mpy_and_the_viper_kernel_runs(sim):
     from host.deploy import deploy
     from host.export.reference import Reference
@@ -227,6 +228,7 @@ def test_flash_defaults_to_mpy_and_the_viper_kernel_runs(sim):
         assert link.request_json("status")["mem_free"] > 0
 
 
+@pytest.mark.slow
 def test_flash_py_replaces_mpy(sim):
     from host.flash.firmware import flash_firmware
 

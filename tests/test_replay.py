@@ -15,6 +15,8 @@ from host.replay import Streamer, link_gap, recorded_commands, replay, replay_to
 from host.sessions import load
 from host.sim import VirtualGen0
 
+pytestmark = pytest.mark.slow  # the module's recording takes a virtual Gen0 run; replays run in real time
+
 HOST = [sys.executable, "-m", "host"]
 
 

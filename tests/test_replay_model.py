@@ -25,6 +25,8 @@ from host.train.fit import predict
 from host.train.pipeline import train
 from tests.test_firmware_units import RATE
 
+pytestmark = pytest.mark.slow  # the module's recording and model take a virtual Gen0 run and a training
+
 MODELS = Path(__file__).resolve().parent.parent / "models"
 
 

@@ -85,6 +85,7 @@ def assert_loaded_as_live(s, live, schema):
         assert np.array_equal(s.columns[name], [v * scale for v in values]), name
 
 
+@pytest.mark.slow
 def test_live_recording_loads_exactly_as_the_link_decoded_it(gen0, tmp_path):
     s, live, link = record_live(gen0, tmp_path)
     assert_loaded_as_live(s, live, link.schema)
@@ -96,6 +97,7 @@ def test_live_recording_loads_exactly_as_the_link_decoded_it(gen0, tmp_path):
     assert s.header["port"] == gen0.port and s.header["name"] == "live"
 
 
+@pytest.mark.slow
 def test_corrupted_link_bytes_load_exactly_as_the_link_saw_them(make_sim, tmp_path):
     _, _, clean = record_live(make_sim(preload=True), tmp_path, seconds=0)
     noisy = make_sim(preload=True, corrupt=0.01, seed=5)  # ~40% of frames hit: no 3 kB hello gets through
@@ -301,6 +303,7 @@ def writer_child(tmp_path, limit=0):
                             stdout=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_kill_9_loses_at_most_100_ms(tmp_path):
     child = writer_child(tmp_path)
     path = Path(child.stdout.readline().strip())
@@ -384,6 +387,7 @@ def one_line_error(proc):
     return lines[0]
 
 
+@pytest.mark.slow
 def test_sessions_info_export_commands(tmp_path):
     chunks = reads(20)
     chunks.append((1001.0, P.encode_frame(P.T_LOG, 21, 50000, P.log_payload(P.LOG_INFO, "program done"))))

@@ -22,15 +22,9 @@ from host.errors import UserError
 from host.sim import VirtualGen0
 from host.sim import vm as sim_vm
 from host.sim.bus import OPS, REPLY, REQUEST
+from tests.helpers import mpremote
 
 ESP32_BANNER = re.compile(rb"MicroPython v\d+\.\d+\.\d+ on \S+; Generic ESP32 module with ESP32\r\nType \"help\(\)\" for more information\.\r\n")
-
-
-def mpremote(port, *args, timeout=60):
-    proc = subprocess.run([sys.executable, "-m", "mpremote", "connect", port, *args],
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    return proc.stdout
 
 
 def run_script(port, tmp_path, code):
@@ -79,6 +73,7 @@ def test_hard_reset_prints_rom_text_and_esp32_banner(sim, port):
     assert sim.hard_resets == 1
 
 
+@pytest.mark.slow
 def test_mpremote_fs_cp_both_ways_ls_run_exec(sim, tmp_path):
     payload = bytes(range(256)) * 6 + b"end"
     (tmp_path / "blob.bin").write_bytes(payload)
@@ -176,6 +171,7 @@ def test_raw_repl_and_raw_paste_bytes(sim, port):
     assert sim.mode == "raw"
 
 
+@pytest.mark.slow
 def test_rx_buffer_drops_what_overflows_but_mpremote_works(sim, port, tmp_path):
     port.write(b"\r\x01")
     expect(port, b"raw REPL; CTRL-B to exit\r\n>")
@@ -253,6 +249,7 @@ print(a, b, time.ticks_diff(b, a), time.ticks_add(a, 200000) <= b, time.ticks_di
     assert 200000 <= int(diff) < 201000 and ordered == "True" and one == "1"  # + the VM's work at an ESP32's pace
 
 
+@pytest.mark.slow
 def test_clock_like_an_esp32_across_resets(make_sim, tmp_path):
     sim = make_sim()
     now = "import time; print(time.ticks_ms(), time.localtime()[:6], time.time(), time.gmtime(0)[:3], time.mktime((2000, 1, 2, 0, 0, 0, 0, 0)))"
@@ -346,6 +343,7 @@ def test_ctrl_c_is_data_while_kbd_intr_is_off(sim, port):
     assert sim.crashes == 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_storm_never_desyncs_the_bus(sim, port):
     """KeyboardInterrupt can cut a peripheral call anywhere; later calls must still get their own answers."""
     code = b"""
@@ -413,6 +411,7 @@ def test_corrupt_flips_bits_of_device_output(make_sim):
     assert 0 < data.count(b"U") < 1900
 
 
+@pytest.mark.sim  # `host sim` in a child process
 def test_host_sim_command_runs_until_sigterm(tmp_path):
     link = tmp_path / "gen0"
     proc = subprocess.Popen([sys.executable, "-m", "host", "sim", "--link", str(link), "--seed", "3"],
@@ -451,6 +450,7 @@ def test_bus_ops_match_the_shim():
     assert int(re.search(r"^_REPLY_HEAD = const\((\d+)\)", text, re.M).group(1)) == REPLY.size
 
 
+@pytest.mark.slow
 def test_gen0_streams_and_ctrl_c_returns_the_repl(gen0):
     with serial.Serial(gen0.port, timeout=0.1) as ser:
         expect(ser, b"\x7e", timeout=20)  # booting compiles the firmware's .py at an ESP32's pace
@@ -546,6 +546,7 @@ def test_ctrl_c_stops_code_mpremote_started_from_the_raw_repl(sim, port):
     assert mpremote(sim.port, "exec", "print(6 * 7)").strip() == "42"
 
 
+@pytest.mark.slow
 def test_ctrl_c_at_any_moment_of_a_boot_never_wedges_the_board(gen0):
     """Ctrl-C at random moments of soft reboots (main.py importing the firmware): the prompt always
     comes back. The unix VM's SIGINT handler can jump out of code holding a lock (an ESP32 defers
@@ -596,6 +597,7 @@ for bad in ("time.sleep('a')", "time.sleep_ms(1.5)", "import gen0bus"):
 """
 
 
+@pytest.mark.slow
 def test_the_board_answers_as_an_esp32_does(sim, tmp_path):
     """What a user pokes at first shows an ESP32, not the unix VM under it (issue 10, point 9)."""
     assert "<VfsLfs2>" in mpremote(sim.port, "df")
@@ -617,6 +619,7 @@ def test_the_board_answers_as_an_esp32_does(sim, tmp_path):
         assert str(sim_vm.SHIM_DIR) not in text and "shim" not in text and text.count("File ") == 1, text
 
 
+@pytest.mark.slow
 def test_a_storm_of_ctrl_c_never_wedges_the_board(gen0):
     """Thousands of 0x03 at random moments: in busy scripts that mpremote-style raw-paste started
     (tight loops, sleeps, I2C, ADC, printing, gc, allocation), in soft reboots, after an mpremote

@@ -154,6 +154,7 @@ def test_clock_stand_in_has_the_esp32_period():
         t.ticks_add(0, 1 << 29)
 
 
+@pytest.mark.slow
 def test_the_hot_path_stays_in_the_small_ints(scenarios):
     records, info, _ = scenarios
     bad = [rec for rec in records.values() if set(rec.phases) & {"tick", "command"} and allowed(rec.site) is None]
@@ -161,6 +162,7 @@ def test_the_hot_path_stays_in_the_small_ints(scenarios):
                      "or add a documented entry to ALLOWED:\n" + "\n".join(describe(r) for r in bad))
 
 
+@pytest.mark.slow
 def test_allow_list_has_no_stale_entries(scenarios):
     records, _, _ = scenarios
     hit = {allowed(rec.site) for rec in records.values()}
@@ -168,6 +170,7 @@ def test_allow_list_has_no_stale_entries(scenarios):
     assert not stale, "no longer seen (fixed? then remove from ALLOWED): %s" % stale
 
 
+@pytest.mark.slow
 def test_scenarios_cover_the_hot_path_across_a_ticks_wrap(scenarios):
     _, info, seen = scenarios
     assert all(i["wrapped"] for i in info.values()), [n for n, i in info.items() if not i["wrapped"]]

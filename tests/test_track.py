@@ -74,6 +74,7 @@ def settled(rows, joint):
     return target[np.array(ends) - 1], np.array([np.mean(measured[e - 20:e] - target[e - 20:e]) for e in ends])
 
 
+@pytest.mark.slow
 def test_naive_and_linear_controllers_follow_a_builtin_trajectory(gen0, link):
     rate = link.hello["rate_hz"]
     errors = {}
@@ -108,6 +109,7 @@ def test_naive_and_linear_controllers_follow_a_builtin_trajectory(gen0, link):
         assert np.mean(np.abs(naive)) > np.mean(np.abs(linear)) + 1.5  # visible
 
 
+@pytest.mark.slow
 def test_a_model_fitted_on_the_host_drives_track_mode(gen0, link):
     blob = nominal_blob()
     ref = Reference(blob)
@@ -133,6 +135,7 @@ def test_a_model_fitted_on_the_host_drives_track_mode(gen0, link):
         assert np.abs(settled(rows, name)[1] - settled(rows_linear, name)[1]).max() < 2.5
 
 
+@pytest.mark.slow
 def test_a_host_sent_trajectory_runs_and_ends(gen0, link):
     with pytest.raises(CommandError, match="no trajectory sent") as refused:
         link.request("track", "traj", "controller=naive")

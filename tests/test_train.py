@@ -28,6 +28,8 @@ from host.train.fit import predict
 from host.train.pipeline import resume, train
 from host.train.tasks import ahead_ticks
 
+pytestmark = pytest.mark.torch  # imports torch, trains
+
 HOST = [sys.executable, "-m", "host"]
 RATE = load_robot()["loop"]["rate_hz"]  # the firmware's default loop rate
 AHEAD = ahead_ticks(RATE)  # the inverse model's target lies the servo's latency (50 ms) ahead
@@ -147,6 +149,7 @@ def test_missing_fields_and_bad_tasks_are_clear_errors(session):
         task_for("sin", [session])
 
 
+@pytest.mark.slow
 def test_inverse_learned_from_a_session_beats_the_baselines(session, tmp_path):
     m = train("inverse", [session], out=tmp_path / "inv", progress=False)
     assert m["split"].startswith("held-out time") and m["rows"]["val"] > 5 * RATE
@@ -163,6 +166,7 @@ def test_inverse_learned_from_a_session_beats_the_baselines(session, tmp_path):
     assert spec.meta["rate_hz"] == RATE and spec.meta["ahead"] == AHEAD and f"{spec.model_id:08x}" == m["model_id"]
 
 
+@pytest.mark.slow
 def test_sin_reaches_its_stated_error_and_the_directory_round_trips(tmp_path):
     m = train("sin", out=tmp_path / "sin", progress=False)
     assert m["val_rmse"]["y"] < 0.03 and m["int8"]["val_rmse"]["y"] < 0.05, m
@@ -214,6 +218,7 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
     assert history["epoch"] == list(range(1, 11)) and len(history["val_loss"]) == 10
 
 
+@pytest.mark.slow
 def test_qat_trains_the_end_quantisation_aware_and_reports_int8(tmp_path):
     m = train("sin", out=tmp_path / "q", epochs=40, qat=True, progress=False)
     history = ckpt.load(tmp_path / "q")["history"]
@@ -224,6 +229,7 @@ def test_qat_trains_the_end_quantisation_aware_and_reports_int8(tmp_path):
     assert int8["val_rmse"]["y"] < 0.08 and 0 < int8["vs_float"]["rms"]["y"] < 0.05, int8
 
 
+@pytest.mark.slow
 def test_cli_train_and_models(tmp_path):
     out = tmp_path / "models" / "xor"
     run = subprocess.run(HOST + ["train", "--task", "xor", "--out", str(out), "--epochs", "50", "--json"],
