@@ -1,6 +1,11 @@
 """Small helpers more than one test file uses (fixtures live in conftest.py)."""
+import contextlib
+import os
 import subprocess
 import sys
+import threading
+import time
+import tty
 
 
 def mpremote(port, *args, timeout=60):
@@ -9,3 +14,30 @@ def mpremote(port, *args, timeout=60):
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     return proc.stdout
+
+
+@contextlib.contextmanager
+def junk_device():
+    """A port whose device streams binary junk (no REPL, no frames) and never reads what the host writes:
+    yields (its fd, its path). Raw: an echo of the junk would fill the buffer the host writes into."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    stop = threading.Event()
+
+    def chatter():
+        while not stop.is_set():
+            try:
+                os.write(master, bytes(range(0x80, 0xC0)))
+            except OSError:
+                return
+            time.sleep(0.01)
+
+    t = threading.Thread(target=chatter, daemon=True)
+    t.start()
+    try:
+        yield slave, os.ttyname(slave)
+    finally:
+        stop.set()
+        t.join()
+        os.close(master)
+        os.close(slave)

@@ -2,18 +2,14 @@
 
 import json
 import os
-import pty
 import subprocess
 import sys
-import threading
-import tty
-import time
 
 import pytest
 
 from host.firmware_files import load_robot
 from host.link.client import Link
-from tests.helpers import mpremote
+from tests.helpers import junk_device, mpremote
 
 pytestmark = pytest.mark.slow  # flash, monitor and bench against a virtual Gen0 (5-27 s each)
 
@@ -86,31 +82,11 @@ def test_monitor_board_without_firmware(sim):
 
 
 def test_flash_rejects_a_device_that_is_not_micropython():
-    master, slave = pty.openpty()
-    tty.setraw(slave)  # no echo: echoed junk would fill the buffer the host writes into, and every write would block
-    stop = threading.Event()
-
-    def chatter():  # a device that streams binary garbage and never answers a REPL
-        while not stop.is_set():
-            try:
-                os.write(master, bytes(range(0x80, 0xC0)))
-            except OSError:
-                return
-            time.sleep(0.01)
-
-    t = threading.Thread(target=chatter, daemon=True)
-    t.start()
-    try:
-        port = os.ttyname(slave)
+    with junk_device() as (_, port):
         line = one_line_error(host("flash", "--port", port, timeout=120))
         assert "no MicroPython REPL answered" in line and "--micropython" in line
         line = one_line_error(host("monitor", "--port", port, "--duration", "1", timeout=60))
         assert "neither our firmware's frames nor MicroPython" in line or "no answer" in line
-    finally:
-        stop.set()
-        t.join()
-        os.close(master)
-        os.close(slave)
 
 
 def test_monitor_rejects_older_firmware(sim, tmp_path):

@@ -4,11 +4,11 @@ forever in serial.write (issue 11)."""
 import os
 import subprocess
 import sys
-import threading
 import time
-import tty
 
 import pytest
+
+from tests.helpers import junk_device
 
 HOST = [sys.executable, "-m", "host"]
 
@@ -35,32 +35,12 @@ def fill(fd):
 
 @pytest.mark.slow
 def test_monitor_gives_up_on_a_port_that_takes_no_data():
-    master, slave = os.openpty()
-    tty.setraw(slave)  # no echo of the junk back into the full buffer, no output processing
-    port = os.ttyname(slave)
-    assert fill(slave) > 0
-    stop = threading.Event()
-
-    def chatter():  # junk the host reads (the port "streams bytes"); nobody ever reads what the host writes
-        while not stop.is_set():
-            try:
-                os.write(master, bytes(range(0x80, 0xC0)))
-            except OSError:
-                return
-            time.sleep(0.01)
-
-    t = threading.Thread(target=chatter, daemon=True)
-    t.start()
-    try:
+    with junk_device() as (slave, port):  # the host reads junk; nobody ever reads what the host writes
+        assert fill(slave) > 0
         start = time.monotonic()
         proc = subprocess.run(HOST + ["monitor", "--port", port, "--duration", "1"], capture_output=True, text=True,
                               timeout=30, stdin=subprocess.DEVNULL)
         took = time.monotonic() - start
-    finally:
-        stop.set()
-        t.join()
-        os.close(master)
-        os.close(slave)
     assert took < 30
     assert proc.returncode == 1, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
