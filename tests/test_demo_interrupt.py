@@ -176,6 +176,7 @@ def test_a_finished_demo_labels_its_figures_and_warns_of_dropped_rows(monkeypatc
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Stopped" not in report and "## Reproduce" in report and "stopped" not in facts
     assert list(facts["step_seconds"]) == STEPS
+    assert facts["report"] == str(tmp_path / "run" / "report.md")  # what `host demo` prints at the end
     assert "closed-loop" in report and PULSE_VS_TRACKING in report
     train_row = next(line for line in report.splitlines() if line.startswith("| train |"))
     assert "open-loop pulse error on held-out rows: MLP (int8) shoulder_cmd_us 53 µs" in train_row
