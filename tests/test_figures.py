@@ -55,9 +55,9 @@ def test_loop_statistics_are_robust_have_units_and_name_the_largest_gap(session_
     assert iv["p50"] <= iv["p99"] <= iv["max"]
     gap = stats["largest_gap"]
     assert gap["ms"] == pytest.approx(iv["max"] / 1000, abs=0.1) and gap["at_s"] >= 0
-    hello = any(f["bytes"] > 3000 for f in gap["frames"])  # the hello the host asks for at connect (~330 ms)
-    assert hello or gap["ms"] > 300, gap  # or a loaded host stalled the board even longer
-    assert gap["why"] and (not hello or ("hello" in gap["why"] and "baud" in gap["why"])), gap
+    hello = any(f["bytes"] > 3000 for f in gap["frames"])  # the hello the host asks for at connect (~330 ms),
+    assert gap["why"], gap  # when the session has one; else what the board sent in the gap, if anything
+    assert not hello or ("hello" in gap["why"] and "baud" in gap["why"]), gap
 
     assert cli.main(["replay", str(session_file)]) == 0
     text = capsys.readouterr().out
