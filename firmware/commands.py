@@ -1,7 +1,7 @@
 """Host commands: each text line gets exactly one ack (seq + code + optional data).
 
 Handlers return the ack's data (dict -> JSON, bytes -> as they are, or None) or raise
-Refused(code, why); a ValueError is a bad argument. The host retries a command whose ack it
+protocol.Refused(code, why); a ValueError is a bad argument. The host retries a command whose ack it
 missed with the same seq, so a repeat of the last line is re-acked from memory, not run twice.
 Big payloads come as an acked chunked transfer (`xfer`) into a slot: a file, the model store,
 or the trajectory that track mode follows.
@@ -18,6 +18,7 @@ import models
 import programs
 import protocol as P
 import telemetry
+from protocol import Refused
 
 RATE_RANGE = (10, 1000)
 FILE_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
@@ -27,14 +28,6 @@ MTIME_BUDGET_US = 20000  # ... and no more than fit this long: one command phase
 
 
 _DONE = (P.E_OK, b"")  # the ack of a `set` that ran
-
-
-class Refused(Exception):
-    """A command the board will not (or cannot) carry out: the ack's code and why."""
-
-    def __init__(self, code, why):
-        super().__init__(why)
-        self.code = code
 
 
 def check_file_name(robot, name):
@@ -78,13 +71,13 @@ def check_traj_slot(robot, arg):
     the two need not fit the (fragmenting) heap at once."""
     if arg:
         raise ValueError("slot traj takes no name (xfer begin traj <size> <crc32hex>)")
-    track = robot.modes[robot.mode_names.index("track")]
+    track = robot.mode_named("track")
     if robot.mode is not track:
         track.sent = None
 
 
 def store_traj(robot, arg, data):
-    return robot.modes[robot.mode_names.index("track")].load(data)
+    return robot.mode_named("track").load(data)
 
 
 # slot kind -> (check(robot, argument) at begin, store(robot, argument, bytes) at end -> dict or None)

@@ -181,8 +181,7 @@ class Gen0:
         self.telemetry = T.Telemetry(cfg)
         self.modes = [m(cfg) for m in MODES]
         self.mode_names = [m.name for m in self.modes]
-        self.mode = self.modes[0]
-        self.mode_id = 0
+        self.switch(self.mode_named("idle"))
         self.target = [None] * len(self.servos)  # pulse per joint; None = no pulses (limp)
         self.target_cdeg = array.array("i", [0] * len(self.servos))  # track mode's targets, 0.01 deg
         self.latched = 0  # flags held until the next telemetry frame
@@ -203,12 +202,21 @@ class Gen0:
         self.rx_buf = bytearray(self.max_rx)
 
     # -- modes ---------------------------------------------------------------
+    def mode_named(self, name):
+        """The mode object called name (loop.MODES); ValueError when there is none. Modes are found by
+        name, never by their index (telemetry's `mode` number)."""
+        return self.modes[self.mode_names.index(name)]
+
     def enter(self, name, args):
-        i = self.mode_names.index(name)
-        data = self.modes[i].enter(self, args)  # raises before switching if args are bad
-        self.mode, self.mode_id = self.modes[i], i
+        mode = self.mode_named(name)
+        data = mode.enter(self, args)  # raises before switching if args are bad
+        self.switch(mode)
         self.clear_targets()
         return data
+
+    def switch(self, mode):
+        """Make mode (one of self.modes) the current one; telemetry's `mode` is its index."""
+        self.mode, self.mode_id = mode, self.modes.index(mode)
 
     def clear_targets(self):
         for j in range(len(self.target_cdeg)):
@@ -228,7 +236,7 @@ class Gen0:
 
     def safe(self):
         """Servos safe: idle, holding or limp as robot.json says."""
-        self.mode, self.mode_id = self.modes[0], 0
+        self.switch(self.mode_named("idle"))
         self.clear_targets()
         if self.cfg["idle"] == "limp":
             self.go_limp()

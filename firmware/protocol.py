@@ -49,10 +49,11 @@ E_IO = const(9)
 E_BUSY = const(10)
 E_RANGE = const(11)
 E_VERSION = const(12)
+E_NO_TRAJ = const(13)
 
 ERROR_NAMES = {
     0: "E_OK", 1: "E_CRC", 2: "E_SYNTAX", 3: "E_UNKNOWN", 4: "E_ARG", 5: "E_STATE", 6: "E_TOO_BIG",
-    7: "E_OFFSET", 8: "E_CHECK", 9: "E_IO", 10: "E_BUSY", 11: "E_RANGE", 12: "E_VERSION",
+    7: "E_OFFSET", 8: "E_CHECK", 9: "E_IO", 10: "E_BUSY", 11: "E_RANGE", 12: "E_VERSION", 13: "E_NO_TRAJ",
 }
 ERROR_MEANINGS = {
     0: "done",
@@ -68,7 +69,17 @@ ERROR_MEANINGS = {
     10: "busy, try again",
     11: "value out of the configured range",
     12: "incompatible version (protocol or blob format)",
+    13: "no trajectory sent: `track traj` follows the one sent into xfer slot traj (gone after a restart)",
 }
+
+
+class Refused(Exception):
+    """A command the board will not (or cannot) carry out: the ack's code (machine-readable, what the
+    host matches) and why (one line for people)."""
+
+    def __init__(self, code, why):
+        super().__init__(why)
+        self.code = code
 
 MAX_FRAME = const(4096)  # bytes of header + payload + crc, before stuffing
 MAX_LINE = const(200)  # bytes of a command line including its newline (ESP32 stdin ring: 260)
@@ -585,9 +596,25 @@ if _HOST:  # CPython: the same decoding, with the per-frame work done by C loops
     FrameDecoder.feed = _feed_bulk
 
 
+def ack_into(buf, cmd_seq, code, data=b""):
+    """Pack a T_ACK payload into buf (preallocated: the device's frame payload view) and return its
+    length. Allocation-free for an answer without data, as the `set` stream's are. An answer longer
+    than buf holds becomes E_TOO_BIG saying so (the device's acks have a fixed buffer)."""
+    n = len(data)
+    if 3 + n > len(buf):
+        data = (b"the answer (%d bytes) does not fit an ack" % n)[:len(buf) - 3]
+        code, n = E_TOO_BIG, len(data)
+    struct.pack_into("<HB", buf, 0, cmd_seq, code)
+    if n:
+        buf[3:3 + n] = data
+    return 3 + n
+
+
 def ack_payload(cmd_seq, code, data=b""):
-    """T_ACK payload: which command, how it went, optional data."""
-    return struct.pack("<HB", cmd_seq, code) + data
+    """T_ACK payload as bytes: which command, how it went, optional data."""
+    buf = bytearray(3 + len(data))  # room for all of it: never cut
+    ack_into(buf, cmd_seq, code, data)
+    return bytes(buf)
 
 
 def parse_ack(payload):
@@ -598,9 +625,23 @@ def parse_ack(payload):
     return cmd_seq, code, bytes(payload[3:])
 
 
+def log_into(buf, level, text):
+    """Pack a T_LOG payload (level byte, UTF-8 text) into buf and return its length; text longer than
+    buf holds is cut and ends in "..."."""
+    data = text.encode() if isinstance(text, str) else text
+    if 1 + len(data) > len(buf):
+        data = data[:len(buf) - 4] + b"..."
+    buf[0] = level
+    buf[1:1 + len(data)] = data
+    return 1 + len(data)
+
+
 def log_payload(level, text):
-    """T_LOG payload: level byte then UTF-8 text."""
-    return bytes((level,)) + text.encode()
+    """T_LOG payload as bytes: level byte then UTF-8 text."""
+    data = text.encode()
+    buf = bytearray(1 + len(data))
+    log_into(buf, level, data)
+    return bytes(buf)
 
 
 def parse_log(payload):

@@ -23,7 +23,7 @@ F_IMU_MISSING = 8  # no IMU readings (absent or failed); ax..gz are 0
 F_RX_ERROR = 16  # a bad command line (CRC, syntax, too long) since the last frame
 
 ENDIAN = "<"
-ACK_MAX_PAYLOAD = 1024  # acks and logs; the hello is framed separately
+ACK_MAX_PAYLOAD = 1024  # acks and logs (longer ones: protocol.ack_into/log_into); the hello is framed separately
 
 
 def schema(cfg):
@@ -149,22 +149,12 @@ class Port:
         self.fifo_t = time.ticks_us()
 
     def ack(self, cmd_seq, code, data=b""):
-        if len(data) > ACK_MAX_PAYLOAD - 3:
-            code, data = P.E_TOO_BIG, b"the answer (%d bytes) does not fit an ack" % len(data)
-        view = self.general.payload_view()
-        struct.pack_into("<HB", view, 0, cmd_seq, code)
-        if data:
-            view[3:3 + len(data)] = data
-        self.send(self.general, P.T_ACK, time.ticks_us(), 3 + len(data))
+        w = self.general
+        self.send(w, P.T_ACK, time.ticks_us(), P.ack_into(w.payload_view(), cmd_seq, code, data))
 
     def log(self, level, text):
-        data = text.encode()
-        if len(data) > ACK_MAX_PAYLOAD - 1:
-            data = data[:ACK_MAX_PAYLOAD - 4] + b"..."
-        view = self.general.payload_view()
-        view[0] = level
-        view[1:1 + len(data)] = data
-        self.send(self.general, P.T_LOG, time.ticks_us(), 1 + len(data))
+        w = self.general
+        self.send(w, P.T_LOG, time.ticks_us(), P.log_into(w.payload_view(), level, text))
 
     def hello(self, info):
         self.flush()

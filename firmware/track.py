@@ -14,8 +14,8 @@ import emit
 import models
 import programs
 import protocol as P
-from commands import Refused
 from features import MAX_PAST
+from protocol import Refused
 
 RING = 128  # target ring slots per joint: a power of two > MAX_PAST + MAX_FUTURE
 HISTORY = 32  # history ring slots per signal: a power of two > MAX_PAST
@@ -137,7 +137,7 @@ def trajectory(name, given, joints, rate_hz, sent):
     lims = [limits(j) for j in joints]
     if name == "traj":
         if sent is None:
-            raise Refused(P.E_STATE, "no trajectory sent: send one with `xfer begin traj ...` first")
+            raise Refused(P.E_NO_TRAJ, "no trajectory sent: send one with `xfer begin traj ...` first")
         n = len(sent) // (2 * nj)
         return {"name": name, "ticks": n}, n, [Sent(sent, j, nj) for j in range(nj)]
     p = {"name": name}

@@ -131,11 +131,19 @@ def run(vectors, P):
         seq, code, data = P.parse_ack(payload)
         out["acks"].append([hexs(payload), seq, code, hexs(data)])
     out["ack_too_short"] = raises_value_error(P.parse_ack, b"\x01\x00")
+    out["acks_into"] = []  # the device's way: into a frame's preallocated payload view of `room` bytes
+    for v in vectors["acks_into"]:
+        view = P.FrameWriter(v["room"]).payload_view()
+        out["acks_into"].append(hexs(view[:P.ack_into(view, v["cmd_seq"], v["code"], unhex(v["data"]))]))
     out["logs"] = []
     for v in vectors["logs"]:
         payload = P.log_payload(v["level"], v["text"])
         out["logs"].append([hexs(payload), list(P.parse_log(payload))])
     out["log_empty"] = raises_value_error(P.parse_log, b"")
+    out["logs_into"] = []
+    for v in vectors["logs_into"]:
+        view = P.FrameWriter(v["room"]).payload_view()
+        out["logs_into"].append(hexs(view[:P.log_into(view, v["level"], v["text"])]))
     out["chunks"] = [[P.encode_chunk(unhex(v["data"])), hexs(P.decode_chunk(v["arg"]))] for v in vectors["chunks"]]
     out["chunk_errors"] = [raises_value_error(P.decode_chunk, arg) for arg in vectors["chunk_errors"]]
     out["chunk_too_big"] = raises_value_error(P.encode_chunk, bytes(P.CHUNK + 1))

@@ -56,8 +56,10 @@ def expected(v):
         "unwrap_seqs": [65535, 65536, 65538],
         "acks": [[a["payload"], a["cmd_seq"], a["code"], a["data"]] for a in v["acks"]],
         "ack_too_short": True,
+        "acks_into": [a["payload"] for a in v["acks_into"]],
         "logs": [[g["payload"], [g["level"], g["text"]]] for g in v["logs"]],
         "log_empty": True,
+        "logs_into": [g["payload"] for g in v["logs_into"]],
         "chunks": [[c["arg"], c["data"]] for c in v["chunks"]],
         "chunk_errors": [True] * len(v["chunk_errors"]),
         "chunk_too_big": True,
@@ -76,7 +78,7 @@ def assert_matches_vectors(out):
             assert out[key] == value, key
     for code, (name, text) in out["error_names"].items():
         assert VECTORS["constants"][name] == int(code) and text.startswith(name + ": ")
-    assert sorted(int(c) for c in out["error_names"]) == list(range(13))
+    assert sorted(int(c) for c in out["error_names"]) == list(range(14))
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +139,7 @@ print(json.dumps({
     'copy_clean': allocated(lambda: w.pack(P.T_TELEMETRY, 3, 4, clean)),
     'copy_escaped': allocated(lambda: w.pack(P.T_TELEMETRY, 3, 4, dirty)),
     'reader_idle': allocated(lambda: r.feed(rx, 0)),
+    'ack_without_data': allocated(lambda: P.ack_into(view, 65535, P.E_OK, b'')),
     'control_alternating_lengths': allocated(lengths_alternate),
 }))
 """

@@ -218,7 +218,7 @@ def locked():
     return 'none'
 result = locked()
 r.port.flush()
-print('RESULT', result, r.commands.reader.lines, r.modes[1].target)
+print('RESULT', result, r.commands.reader.lines, r.mode_named('direct').target)
 sys.stdout.write(store[:r.port.out.n].hex())
 print()
 """
@@ -307,7 +307,7 @@ class Sink:
 r = loop.Gen0(config.load())
 r.port.out = Sink()
 r.commands.fast = FAST
-direct = r.modes[r.mode_names.index('direct')]
+direct = r.mode_named('direct')
 taken = [0]
 take = r.commands.reader.take
 def counting(line, k, name, into):

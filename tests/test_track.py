@@ -139,7 +139,7 @@ def test_a_model_fitted_on_the_host_drives_track_mode(gen0, link):
 def test_a_host_sent_trajectory_runs_and_ends(gen0, link):
     with pytest.raises(CommandError, match="no trajectory sent") as refused:
         link.request("track", "traj", "controller=naive")
-    assert refused.value.code == P.E_STATE
+    assert refused.value.code == P.E_NO_TRAJ  # what the host matches (never the text)
     ramp = np.concatenate([np.linspace(0, 30, 100), np.full(50, 30.0), np.linspace(30, -20.5, 100)])
     targets = np.column_stack([ramp, -ramp / 2])
     assert send_trajectory(link, targets)["ticks"] == len(targets)
@@ -153,8 +153,9 @@ def test_a_host_sent_trajectory_runs_and_ends(gen0, link):
     with pytest.raises(CommandError, match=r"tick 1: joint 0 target 90.00 deg is outside -85.00..85.00") as refused:
         send_trajectory(link, [[0, 0], [90, 0]])
     assert refused.value.code == P.E_RANGE
-    with pytest.raises(CommandError, match="no trajectory sent"):  # a new one replaces the old from its start
+    with pytest.raises(CommandError, match="no trajectory sent") as refused:  # a new one replaces the old from its start
         link.request("track", "traj", "controller=naive")
+    assert refused.value.code == P.E_NO_TRAJ
     with pytest.raises(CommandError, match="2 per tick"):
         transfer(link, "traj", bytes(6))
 
@@ -192,7 +193,7 @@ def test_model_inputs_are_the_signals_and_offsets_their_names_say(tmp_path):
     data = targets.tobytes()
     line = command_lines((1, "track", "traj"))
     body = ("import loop, config\nr = loop.Gen0(config.load())\nr.send_hello()\n"
-            "r.modes[r.mode_names.index('track')].load(%r)\nr.run(3)\n"
+            "r.mode_named('track').load(%r)\nr.run(3)\n"
             "r.commands.feed(%r, %d)\nr.run(330)\n") % (data, line, len(line))
     robot = dict(ROBOT, loop=dict(ROBOT["loop"], rate_hz=1000), link={"baud": 0})  # every tick's frame: no UART
     frames = frames_of(run_on_vm(tmp_path, body, robot=robot))
