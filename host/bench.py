@@ -11,7 +11,7 @@
 
 Every µs is the board's clock: measured on a real board; on a virtual Gen0 an ESP32's time (the VM's
 work billed at the CPU model's factor) unless it runs at the VM's own speed (`host sim --cpu host`).
-The environment's `cpu` and `us` say which (monitor.board_clock, from the simulator's registry note).
+The environment's `cpu` and `us` say which (watch.board_clock, from the simulator's registry note).
 """
 
 import datetime
@@ -22,7 +22,7 @@ import numpy as np
 import serial
 
 from host import __version__
-from host.commands.monitor import Rates, board_clock, read_stages
+from host.watch import Rates, board_clock, read_stages
 from host.deploy import deploy, physical_seconds, send_trajectory
 from host.errors import DeviceError, UserError
 from host.flash.mpy import ARCHS, arch_index, board_mpy_version
@@ -35,15 +35,13 @@ MAX_SECONDS = 600.0  # of telemetry watched for the loop figures
 
 def environment(hello, port, baud):
     """Who measured what where: firmware, board, CPU model (what its µs are), MicroPython, host versions, port, date."""
-    robot = hello.get("robot") or {}
     clock = board_clock(port)
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "port": port, "baud": baud, "cpu": clock["cpu"], "us": clock["us"], "us_tag": clock["us_tag"],
-        "firmware": hello.get("fw"), "protocol": hello.get("proto"), "board_id": hello.get("board_id"),
-        "micropython": ".".join(str(v) for v in hello["micropython"]) if hello.get("micropython") else None,
-        "mpy": mpy_text(hello.get("mpy")), "device_platform": hello.get("platform"),
-        "robot": robot.get("robot"), "board": robot.get("board"),
+        "firmware": hello.fw, "protocol": hello.proto, "board_id": hello.board_id, "micropython": hello.micropython,
+        "mpy": mpy_text(hello.mpy), "device_platform": hello.platform,
+        "robot": hello.robot.get("robot"), "board": hello.robot.get("board"),
         "host": __version__, "python": platform.python_version(), "pyserial": serial.__version__,
         "numpy": np.__version__, "os": platform.platform(terse=True),
     }
@@ -156,7 +154,7 @@ def bench(link, hello, port, baud, seconds=2.0, model=None):
     deployed = deploy_model(link, *model, baud) if model else None
     out["loop"] = loop(link, seconds, baud, status["telemetry_every"], status["rate_hz"])
     out["inference"] = inference(link, link.request_json("status")["model"])
-    out["transfer"] = deployed or transfer(link, len(hello["robot"]["joints"]), baud)
+    out["transfer"] = deployed or transfer(link, len(hello.joints), baud)
     return out
 
 

@@ -71,8 +71,8 @@ class Recorder:
         self.link.open()
         try:
             self.hello = self.link.connect()
-            robot = self.hello.get("robot") or {}
-            header = {"port": self.port, "baud": self.baud, "hello": self.hello, "robot": robot, **self.extra}
+            header = {"port": self.port, "baud": self.baud, "hello": self.hello.data, "robot": self.hello.robot,
+                      **self.extra}
             with self._lock:
                 try:
                     self.writer = SessionWriter(self.out, name=self.name, header=header)
@@ -100,8 +100,7 @@ class Recorder:
     @property
     def baud(self):
         """The link's baud rate by the robot description (what utilisation is a fraction of)."""
-        robot = (self.hello or {}).get("robot") or {}
-        return (robot.get("link") or {}).get("baud") or self.link.baud
+        return self.hello.baud if self.hello else self.link.baud
 
     def marker(self, event):
         """An event on the session's timeline (program started, stopped, error)."""
@@ -249,8 +248,7 @@ class Recorder:
         if raw is None:
             return ""
         values = schema.to_units(raw)
-        joints = [j["name"] for j in (self.hello.get("robot") or {}).get("joints", [])]
-        return "  ".join(f"{j} {values[j + '_deg']:7.2f}°" for j in joints if j + "_deg" in values)
+        return "  ".join(f"{j} {values[j + '_deg']:7.2f}°" for j in self.hello.joints if j + "_deg" in values)
 
     def _line(self, msg):
         if self._shown:

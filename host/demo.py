@@ -18,9 +18,9 @@ from host.evaluate import CONTROLLERS, SECONDS, TRAJECTORIES, calibrate, evaluat
 from host.files import write_json
 from host.flash.firmware import flash_firmware
 from host.link.client import Link
-from host.replay import plot as plot_session
 from host.report import dropped_warning, pulse_errors, stop_text, write_report
 from host.sessions import load
+from host.sessions.plot import plot as plot_session
 
 COLLECT_S = 50.0  # of excitation, in all (excitation())
 CHIRP_SHARE, VALIDATION_SHARE = 0.4, 0.2  # of the excitation seconds
@@ -160,8 +160,8 @@ class Demo:
     def _pipeline(self, port):
         if self.flash:
             self.step("flash", f"flashing the firmware onto {port} with mpremote ...")
-            hello = flash_firmware(port, say=self.note) or {}
-            self.done(firmware=hello.get("fw"), board_id=hello.get("board_id"), micropython=hello.get("micropython"))
+            hello = flash_firmware(port, say=self.note)
+            self.done(firmware=hello.fw, board_id=hello.board_id, micropython=hello.micropython)
         sessions = self._collect(port)
         model = self._train(sessions)
         self._deploy(port, model)
@@ -214,9 +214,7 @@ class Demo:
         blob, ref = read_blob(model)
         self.step("deploy", f"deploying {model} ({len(blob)} B) over the link ...")
         with Link(port) as link:
-            link.connect()
-            baud = ((link.hello.get("robot") or {}).get("link") or {}).get("baud") or link.baud
-            d = deploy(link, blob, ref, baud=baud)
+            d = deploy(link, blob, ref, baud=link.connect().baud)
         p = d["parity"]
         self.note(f"model {d['model_id']} running: {d['bytes']} B in {d['seconds']:.2f} s; device vs host reference: "
                   f"{p['vectors'] - p['mismatches']}/{p['vectors']} bit-identical")

@@ -26,9 +26,9 @@ from host.deploy import send_trajectory
 from host.errors import DeviceError, UserError
 from host.files import save_figure
 from host.link.client import CommandError, Link
-from host.replay import error
-from host.sessions import load
-from host.train.dataset import robot_of
+from host.models import find_model
+from host.sessions import find_session, load
+from host.sessions.stats import error, robot_of
 
 CONTROLLERS = ("naive", "linear", "model")
 TRAJECTORIES = ("steps", "sines", "random")
@@ -180,6 +180,18 @@ def calibrate(sessions):
             "sessions": [str(s.path) for s in sessions]}
 
 
+def trained_sessions(port, models="models"):
+    """The sessions the model running on the board at `port` was trained on: the linear calibration's
+    default data, so both learnt controllers see the same collected behaviour."""
+    with Link(port) as link:
+        model_id = link.connect().model
+    trained = find_model(models, model_id)
+    if trained is None:
+        raise UserError(f"the linear calibration needs collected data: give --calibrate SESSION ... (the board's "
+                        f"model {model_id or '(none)'} is not among {models}/, whose training sessions are the default)")
+    return [load(find_session(s["path"])) for s in trained["sessions"]]
+
+
 # -- running ------------------------------------------------------------------------------------------
 def evaluate(port, lin, names=TRAJECTORIES, seconds=SECONDS, controllers=CONTROLLERS, out=None, say=print,
              stop=None):
@@ -193,11 +205,11 @@ def evaluate(port, lin, names=TRAJECTORIES, seconds=SECONDS, controllers=CONTROL
     check_plan(names, seconds, controllers, lin if "linear" in controllers else None)
     with Link(port) as link:
         hello = link.connect()
-    joints = [j["name"] for j in hello["robot"]["joints"]]
+    joints = hello.joints
     if "linear" in controllers:
         check_lin(lin, joints)  # this board's joints, before any run
-    plan = trajectories(len(joints), hello["rate_hz"], names, seconds)
-    if "model" in controllers and not hello.get("model"):
+    plan = trajectories(len(joints), hello.rate_hz, names, seconds)
+    if "model" in controllers and not hello.model:
         notes.append("controller model skipped: no model on the board (deploy one: `host deploy MODEL --port P`)")
         controllers.remove("model")
     for traj in plan:
@@ -232,7 +244,7 @@ def evaluate(port, lin, names=TRAJECTORIES, seconds=SECONDS, controllers=CONTROL
             runs.append(run)
             say("  " + _run_line(run))
     return {"trajectories": {t.name: {"about": t.about, "ticks": len(t.targets), "lead_in": t.lead_in} for t in plan},
-            "controllers": controllers, "lin": lin, "model_id": hello.get("model"), "seconds": seconds,
+            "controllers": controllers, "lin": lin, "model_id": hello.model, "seconds": seconds,
             "runs": runs, "summary": summarize(runs), "notes": notes}
 
 
@@ -243,14 +255,14 @@ def score(session, lead_in):
     hello = session.segments[-1]["hello"] if session.segments else None
     if not hello or not len(session):
         raise UserError(f"{session.path}: no telemetry recorded for the run")
-    track = np.flatnonzero(np.asarray(c["mode"]) == hello["modes"].index("track"))
+    track = np.flatnonzero(np.asarray(c["mode"]) == hello.mode("track"))
     if len(track) <= lead_in or np.any(np.diff(track) != 1):
         raise DeviceError(f"{session.path}: the track run is not one unbroken stretch of ticks "
                           f"({len(track)} ticks, {session.stats['drops']} frames lost)")
     rows = track[lead_in:]
-    rate = hello["rate_hz"]
+    rate = hello.rate_hz
     joints = {}
-    for j in (x["name"] for x in hello["robot"]["joints"]):
+    for j in hello.joints:
         target, measured = np.asarray(c[f"{j}_target_deg"], float)[rows], np.asarray(c[f"{j}_deg"], float)[rows]
         e = error(target, measured)
         joints[j] = {"rmse_deg": e["rmse"], "max_deg": e["max_abs"], "lag_ms": _r(lag(target, measured, rate) * 1000, 1)}

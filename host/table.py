@@ -1,4 +1,6 @@
-"""Plain-text tables for listings (`host sessions`, `host models`): padded columns, last one free."""
+"""Plain text for listings (`host sessions`, `host models`, `host info`): padded columns, durations."""
+
+import math
 
 
 def print_table(rows):
@@ -6,3 +8,13 @@ def print_table(rows):
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+
+
+def duration(seconds):
+    """12.3 s, 4:05, 1:02:03; "-" for None or anything that is not a finite time (a damaged record)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"

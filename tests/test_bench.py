@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from host import cli
-from host.commands import monitor
+from host import watch
 from host.deploy import deploy, read_blob
 from host.link.client import Link
 from polyniod_firmware import protocol as P
@@ -94,15 +94,15 @@ def test_bench_says_the_us_are_the_vms_own_on_a_virtual_gen0_at_host_speed(make_
 
 
 def test_board_clock_of_a_real_board_and_of_a_simulator_note_without_a_cpu_model(monkeypatch):
-    assert monitor.board_clock("/dev/ttyUSB-not-a-sim") == {
+    assert watch.board_clock("/dev/ttyUSB-not-a-sim") == {
         "cpu": "the board itself (measured µs)", "us": "measured on the board", "us_tag": "measured on the board"}
     note = {"pid": 1, "port": "/dev/pts/9", "link": None, "seed": 0, "flash_dir": "/tmp/x"}
-    monkeypatch.setattr(monitor.registry, "find", lambda port: note)
-    assert "CPU model unknown" in monitor.board_clock("/dev/pts/9")["us_tag"]
+    monkeypatch.setattr(watch.registry, "find", lambda port: note)
+    assert "CPU model unknown" in watch.board_clock("/dev/pts/9")["us_tag"]
     note.update(cpu="esp32 x0 (x0 bytecode, x0 GC at 240 MHz)", cpu_model="esp32 x0")
-    assert "CPU time free" in monitor.board_clock("/dev/pts/9")["us_tag"]
+    assert "CPU time free" in watch.board_clock("/dev/pts/9")["us_tag"]
     note.update(cpu="esp32 x25 (x25 bytecode, x41.6667 GC at 240 MHz)", cpu_model="esp32 x25")
-    clock = monitor.board_clock("/dev/pts/9")
+    clock = watch.board_clock("/dev/pts/9")
     assert clock["cpu"] == note["cpu"] and clock["us_tag"] == "ESP32 us, virtual Gen0", clock
 
 

@@ -17,6 +17,7 @@ import pytest
 import host.demo as demo_mod
 from host.demo import Demo
 from host.errors import DeviceError, UserError
+from host.link.hello import Hello
 from host.report import PULSE_VS_TRACKING
 
 STEPS = ["sim", "flash", "collect", "train", "deploy", "eval", "report"]
@@ -89,7 +90,7 @@ def fake_demo(monkeypatch, tmp_path, fails=None, interrupt=None):
     def flash(port, say):
         if fails == "flash":
             raise DeviceError(f"{port} runs CircuitPython: write MicroPython first")
-        return {"fw": "0.2.0", "board_id": "b1"}
+        return Hello({"fw": "0.2.0", "board_id": "b1"})
 
     def train(*_, **__):
         if fails == "train":

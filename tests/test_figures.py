@@ -12,7 +12,10 @@ import pytest
 from host import cli
 from host.bench import device_us, table
 from host.evaluate import plot as plot_eval
-from host.replay import ModelRun, activities, plot, replay
+from host.predict import ModelRun
+from host.replay import replay
+from host.sessions.plot import plot
+from host.sessions.stats import activities
 from host.sessions import load
 from host.train.checkpoint import plot_curves
 from host.train.pipeline import losing_to_linear, train

@@ -164,7 +164,7 @@ def test_monitor_and_bench_with_a_firmware_without_stages(sim):
 def test_monitor_stage_poller_asks_every_few_seconds_and_stops_at_e_unknown():
     from polyniod_firmware import protocol as P
 
-    from host.commands.monitor import StagePoller
+    from host.watch import StagePoller
 
     class FakeLink:
         def __init__(self, answer):

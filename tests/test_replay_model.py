@@ -15,7 +15,7 @@ from host import cli
 from host.collect import collect
 from host.export.quantize import export
 from host.export.reference import Reference
-from host.replay import ModelRun
+from host.predict import ModelRun
 from host.sessions import SessionWriter, load
 from host.sessions.store import BYTES, read_records
 from host.sim import VirtualGen0

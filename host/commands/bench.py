@@ -31,7 +31,7 @@ def run(args):
     port = board_port(args.port)
     with Link(port, **({"baud": args.baud} if args.baud else {})) as link:
         hello = link.connect()
-        baud = args.baud or (hello.get("robot", {}).get("link") or {}).get("baud") or link.baud
+        baud = args.baud or hello.baud
         figures = bench(link, hello, port, baud, args.seconds, model)
     if args.json:
         print(json.dumps(figures))

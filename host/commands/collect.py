@@ -1,12 +1,11 @@
 """`host collect`: run an on-device program and record every frame into a session."""
 
 import json
-import signal
-import threading
 
 from host.collect import collect
 from host.commands.ports import add_port, board_port
 from host.errors import UserError
+from host.signals import with_stop_signals
 
 
 def add_parser(sub):
@@ -47,14 +46,3 @@ def run(args):
               f"({summary['rate_hz']:.1f} Hz), {summary['drops']} dropped, {summary['crc_errors']} crc errors, "
               f"{summary['segments']} segment(s); {summary['reason']}")
     return 0
-
-
-def with_stop_signals(work):
-    """work(stop): Ctrl-C and SIGTERM set `stop`, so the session ends cleanly instead of mid-write."""
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return work(stop)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)

@@ -29,7 +29,7 @@ def run(args):
     port = board_port(args.port)
     with Link(port, **({"baud": args.baud} if args.baud else {})) as link:
         hello = link.connect()
-        baud = args.baud or (hello.get("robot", {}).get("link") or {}).get("baud") or link.baud
+        baud = args.baud or hello.baud
         say(f"deploying {reference.model_id:08x} ({reference.task}: {reference.n_in} -> {reference.n_out}, "
             f"{len(blob)} bytes) to {port}")
         progress = None if args.json else _progress(time.monotonic(), baud)

@@ -3,13 +3,12 @@
 import json
 import sys
 
-from host.commands.collect import with_stop_signals
-from host.commands.models import list_models
 from host.commands.ports import add_port, board_port
 from host.errors import UserError
-from host.evaluate import CONTROLLERS, SECONDS, TRAJECTORIES, calibrate, check_lin, check_plan, evaluate, plot, public, table
-from host.link.client import Link
+from host.evaluate import (CONTROLLERS, SECONDS, TRAJECTORIES, calibrate, check_lin, check_plan, evaluate, plot, public, table,
+                           trained_sessions)
 from host.sessions import find_session, load
+from host.signals import with_stop_signals
 
 
 def add_parser(sub):
@@ -74,11 +73,5 @@ def linear(args, controllers):
         sessions = [load(find_session(s, args.out)) for s in args.calibrate]
     else:
         args.port = board_port(args.port)  # the board says which model it runs: found once, for the runs too
-        with Link(args.port) as link:
-            model_id = link.connect().get("model")
-        trained = next((m for m in list_models(args.models) if model_id and m.get("model_id") == model_id), None)
-        if trained is None:
-            raise UserError(f"the linear calibration needs collected data: give --calibrate SESSION ... (the board's "
-                            f"model {model_id or '(none)'} is not among {args.models}/, whose training sessions are the default)")
-        sessions = [load(find_session(s["path"])) for s in trained["sessions"]]
+        sessions = trained_sessions(args.port, args.models)
     return (cal := calibrate(sessions))["lin"], cal

@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 
-from host.commands.sessions import duration
+from host.link.hello import Hello
 from host.sessions import find_session, load
+from host.table import duration
 
 LOG_LEVELS = {0: "debug", 1: "info", 2: "warn", 3: "error"}
 SHOWN_LOGS = 20
@@ -27,8 +28,7 @@ def describe(s):
         "name": s.name, "path": str(s.path), "complete": s.complete, "header": s.header, "end": s.end,
         "segments": [{
             "id": seg["id"], "frames": seg["frames"], "drops": seg["drops"], "t0_host": seg["t0_host"],
-            "firmware": (seg["hello"] or {}).get("fw"), "protocol": (seg["hello"] or {}).get("proto"),
-            "board_id": (seg["hello"] or {}).get("board_id"),
+            "firmware": _hello(seg).fw, "protocol": _hello(seg).proto, "board_id": _hello(seg).board_id,
             "schema": seg["schema"].fields if seg["schema"] else None,
         } for seg in s.segments],
         "units": s.units, "stats": s.stats,
@@ -36,6 +36,11 @@ def describe(s):
         "logs": [{"host_time": t, "level": LOG_LEVELS.get(level, level), "text": text} for t, level, text in s.logs],
         "acks": len(s.acks), "text": s.text,
     }
+
+
+def _hello(segment):
+    """The segment's Hello; an empty one (every field None) when the board described none."""
+    return segment["hello"] or Hello({})
 
 
 def run(args):
@@ -58,11 +63,11 @@ def run(args):
     print(f"duration  {duration(st['duration_s'])}   {st['telemetry_frames']} telemetry frames at {st['rate_hz']:.1f} Hz")
     print(f"lost      drops {st['drops']}  crc errors {st['crc_errors']}  bad escapes {st['bad_escape']}  "
           f"skipped bytes {st['skipped_bytes']}  truncated bytes {st['truncated_bytes']}  garbage bytes {st['garbage_bytes']}")
-    print(f"frames    " + "  ".join(f"{k} {v}" for k, v in st["frames"].items()))
+    print("frames    " + "  ".join(f"{k} {v}" for k, v in st["frames"].items()))
     for seg in s.segments:
-        hello = seg["hello"] or {}
-        print(f"segment {seg['id']}  {seg['frames']} frames  drops {seg['drops']}  firmware {hello.get('fw', '?')}  "
-              f"protocol {hello.get('proto', '?')}  board {hello.get('board_id', '?')}  from {_clock(seg['t0_host'])}")
+        hello = _hello(seg)
+        print(f"segment {seg['id']}  {seg['frames']} frames  drops {seg['drops']}  firmware {hello.fw or '?'}  "
+              f"protocol {hello.proto or '?'}  board {hello.board_id or '?'}  from {_clock(seg['t0_host'])}")
     schemas = [seg["schema"] for seg in s.segments if seg["schema"]]
     if schemas:
         print("schema    " + "  ".join(f"{name}[{unit}]" if unit else name for name, unit in zip(schemas[0].names, schemas[0].units)))

@@ -2,7 +2,8 @@
 linear fit's, blob size)."""
 
 import json
-from pathlib import Path
+
+from host.models import list_models
 from host.table import print_table
 
 
@@ -14,24 +15,6 @@ def add_parser(sub):
     p.add_argument("--dir", default="models", help="models directory")
     p.add_argument("--json", action="store_true", help="print every model's metrics as JSON")
     p.set_defaults(run=run)
-
-
-def list_models(directory):
-    """[metrics dict + "path"] of each model directory under `directory`; {"name", "path", "error"} if unreadable."""
-    rows = []
-    root = Path(directory)
-    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []:
-        try:
-            metrics = json.loads((d / "metrics.json").read_text())
-            if not isinstance(metrics, dict):
-                raise ValueError("not a JSON object")
-            rows.append({**metrics, "name": d.name, "path": str(d)})
-        except FileNotFoundError:
-            if (d / "model.bin").exists() or (d / "checkpoint.pt").exists():
-                rows.append({"name": d.name, "path": str(d), "error": "no metrics.json"})
-        except (OSError, ValueError) as e:
-            rows.append({"name": d.name, "path": str(d), "error": f"metrics.json unreadable: {e}"})
-    return rows
 
 
 def run(args):

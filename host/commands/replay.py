@@ -4,11 +4,13 @@ or onto a robot (--to-port)."""
 import json
 import sys
 
-from host.commands.collect import with_stop_signals
 from host.errors import UserError
-from host.replay import ModelRun, plot, replay, replay_to_port
+from host.signals import with_stop_signals
+from host.predict import ModelRun
+from host.replay import replay, replay_to_port
 from host.train.dataset import dropped_text
 from host.sessions import find_session, load
+from host.sessions.plot import plot
 from host.table import print_table
 
 

@@ -1,10 +1,9 @@
 """`host sessions`: the recorded sessions, one line each (name, start, duration, frames, drops, program)."""
 
 import json
-import math
 
 from host.sessions import list_sessions, sessions_dir
-from host.table import print_table
+from host.table import duration, print_table
 
 
 def add_parser(sub):
@@ -31,16 +30,6 @@ def run(args):
                       _figure(r["frames"]), _figure(r["drops"]), r["program"] or "-", "yes" if r["complete"] else "NO"))
     print_table(table)
     return 0
-
-
-def duration(seconds):
-    """12.3 s, 4:05, 1:02:03; "-" for None or anything that is not a finite time (a damaged record)."""
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
 
 
 def _figure(value):

@@ -4,6 +4,7 @@ import signal
 import sys
 import threading
 
+from host.link.port import DEFAULT_BAUD
 from host.sim.vm import HEAP_KB
 
 
@@ -22,7 +23,7 @@ def add_parser(sub):
                         "host: the VM's own speed, for comparison")
     p.add_argument("--cpu-factor", type=float, metavar="X",
                    help="the ESP32 model's slowdown at 240 MHz (default 30, REFERENCE range 22-40; 0 = CPU time is free)")
-    p.add_argument("--baud", type=int, default=115200, help="UART baud rate (0 = unlimited)")
+    p.add_argument("--baud", type=int, default=DEFAULT_BAUD, help="UART baud rate (0 = unlimited)")
     p.add_argument("--corrupt", type=float, default=0.0, metavar="F",
                    help="flip a random bit in this fraction of device->host bytes (fault tests)")
     p.add_argument("--heap-kb", type=int, default=HEAP_KB, help="ESP32 Python heap to model in KiB")

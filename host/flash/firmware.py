@@ -47,7 +47,7 @@ def flash_firmware(port, robot=None, mpy=True, reset=True, say=print):
     time.sleep(0.5)
     with Link(port) as link:
         hello = link.connect(timeout=5.0)
-    say(f"firmware v{hello.get('fw')} running on board {hello.get('board_id')} (protocol v{hello.get('proto')})")
+    say(f"firmware v{hello.fw} running on board {hello.board_id} (protocol v{hello.proto})")
     return hello
 
 

@@ -21,6 +21,7 @@ import termios
 import tty
 
 from host.errors import UserError
+from host.link.port import DEFAULT_BAUD
 
 RX_BUFFER = 260  # the ESP32's stdin ring buffer
 TX_FIFO = 128  # the ESP32 UART's hardware TX FIFO
@@ -114,7 +115,7 @@ class Uart:
     Each direction is a line that is free again at `*_clock`; bytes queued on an
     idle line start now, back-to-back bytes follow each other at the rate."""
 
-    def __init__(self, baud=115200, speed=None, corrupt=0.0, seed=0):
+    def __init__(self, baud=DEFAULT_BAUD, speed=None, corrupt=0.0, seed=0):
         scale = 1.0 if speed is None else speed
         self.rate = baud / 10 * scale if baud and scale else None
         self.corrupt = corrupt

@@ -15,6 +15,7 @@ import numpy as np
 from polyniod_firmware import features
 
 from host.errors import UserError
+from host.sessions.stats import robot_of
 from host.train.tasks import TASKS
 
 VAL_FRACTION = 0.2  # of the sessions (at least one), or of each segment when there is one session
@@ -51,24 +52,6 @@ def task_for(name, sessions=(), **options):
     if not sessions:
         raise UserError(f"task {name} learns from sessions: give one or more (see `host sessions`)")
     return make(*robot_of(sessions), **options)
-
-
-def robot_of(sessions):
-    """(joint names, loop rate) shared by all the sessions' segments; UserError when they differ."""
-    seen = {}
-    for s in sessions:
-        for seg in s.segments:
-            if seg["hello"]:
-                robot = seg["hello"].get("robot") or {}
-                key = (tuple(j["name"] for j in robot.get("joints", [])), seg["hello"].get("rate_hz"))
-                seen.setdefault(key, f"{s.name} segment {seg['id']}")
-    if not seen:
-        raise UserError(f"{', '.join(s.name for s in sessions)}: no telemetry the board described (no hello)")
-    if len(seen) > 1:
-        raise UserError("the sessions differ in joints or loop rate (" + "; ".join(
-            f"{where}: {', '.join(j)} at {r} Hz" for (j, r), where in seen.items()) + "): train on one kind")
-    (joints, rate), = seen
-    return list(joints), rate
 
 
 def synthetic(task, seed):
@@ -122,24 +105,23 @@ def session_rows(session, inputs, outputs, split=False):
         if b == a:
             continue
         where = f"session {session.name}" + (f" segment {seg['id']}" if len(session.segments) > 1 else "")
-        hello = seg["hello"] or {}
+        hello = seg["hello"]  # a segment with rows was described: its schema decoded them
         names = set(seg["schema"].names) if seg["schema"] else set()
         for (column, _), feature in zip(shifts, inputs + outputs):
             if column not in names:
                 raise UserError(f"{where} has no field {column!r}, needed for {feature!r} "
                                 f"(it has: {', '.join(sorted(names)) or 'nothing decodable'})")
-        if hello.get("telemetry_every", 1) != 1:
-            raise UserError(f"{where} logged every {hello['telemetry_every']}th tick: features count ticks, "
+        if hello.telemetry_every != 1:
+            raise UserError(f"{where} logged every {hello.telemetry_every}th tick: features count ticks, "
                             "so record with `telemetry 1`")
-        joints = [j["name"] for j in (hello.get("robot") or {}).get("joints", [])]
-        driven = _driven(c, a, b, hello, joints)
+        driven = _driven(c, a, b, hello)
         n = b - a
         part = np.zeros(n, dtype=np.int64)  # 0: all or train, 1: validation, -1: the gap between them
         if split:
             cut = round(n * (1 - VAL_FRACTION))
             part[cut:] = 1
             part[cut:cut + SPLIT_GAP] = -1
-        period = 1.0 / hello["rate_hz"]
+        period = 1.0 / hello.rate_hz
         step = np.diff(c["t"][a:b])
         breaks = np.ones(n, dtype=bool)
         breaks[1:] = (np.abs(step - period) > period / 2) | (part[1:] != part[:-1]) | (driven[1:] != driven[:-1])
@@ -198,12 +180,11 @@ def output_label(name):
     return column, "", ""
 
 
-def _driven(c, a, b, hello, joints):
+def _driven(c, a, b, hello):
     """Rows where the board sent pulses to every joint: not limp, no 0 µs (no pulse) command."""
-    flag_names = hello.get("flags") or []
-    limp = 1 << flag_names.index("limp") if "limp" in flag_names else 0
+    limp = hello.flag("limp") if "limp" in hello.flags else 0
     driven = (np.asarray(c["flags"][a:b]).astype(np.int64) & limp) == 0 if "flags" in c else np.ones(b - a, bool)
-    for j in joints:
+    for j in hello.joints:
         if f"{j}_cmd_us" in c:
             driven &= np.asarray(c[f"{j}_cmd_us"][a:b]) > 0
     return driven
