@@ -227,7 +227,7 @@ def evaluate(port, lin, names=TRAJECTORIES, seconds=SECONDS, controllers=CONTROL
                     try:
                         reason = rec.run("track", "traj", args, stop)
                     except CommandError as e:  # the board restarted since: the trajectory is gone from RAM
-                        if e.code != P.E_STATE or "no trajectory sent" not in str(e):
+                        if e.code != P.E_NO_TRAJ:
                             raise
                         say(f"  the board lost the {traj.name} trajectory (it restarted?): sending it again")
                         send_trajectory(rec.link, traj.targets)

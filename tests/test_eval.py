@@ -3,11 +3,13 @@ with and without a model, and the whole demo at small scale (short collect, few 
 controller must beat the naive mapping. The full demo's figures come from benchmarks/bench_demo.py."""
 
 import json
+import time
 
 import numpy as np
 import pytest
 
-from host.evaluate import STEP_SIZES, TRAJECTORIES, trajectories
+from host.evaluate import STEP_SIZES, TRAJECTORIES, evaluate, trajectories
+from host.link.client import Link
 from host.sessions import load
 from tests.test_firmware_units import RATE
 from tests.test_host_commands import host, one_line_error
@@ -59,6 +61,28 @@ def test_eval_without_a_model_runs_naive_and_linear_and_says_so(gen0, tmp_path):
             assert 25 <= v["lag_ms"] <= 120  # no look-ahead: the servo's latency shows
     naive, linear = (r["joints"]["shoulder"]["rmse_deg"] for r in result["runs"])
     assert naive > linear  # the datasheet mapping is off by ~5 deg at 0 on this unit
+
+
+@pytest.mark.slow
+def test_eval_sends_the_trajectory_again_to_a_board_that_restarted_between_runs(gen0, tmp_path):
+    said = []
+
+    def say(line):  # after the first run, power the board off and on: its RAM (the trajectory) is gone
+        said.append(line)
+        if line.split()[:2] == ["sines", "naive"]:
+            resets = gen0.hard_resets
+            with Link(gen0.port) as link:
+                link.connect()
+                link.request("reset")  # acked, then machine.reset()
+            deadline = time.monotonic() + 20
+            while gen0.hard_resets == resets and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert gen0.hard_resets == resets + 1
+
+    result = evaluate(gen0.port, [1450, 10, 1450, 10], ["sines"], 1.5, ["naive", "linear"], tmp_path, say=say)
+    assert [(r["trajectory"], r["controller"]) for r in result["runs"]] == [("sines", "naive"), ("sines", "linear")]
+    assert any("lost the sines trajectory" in line for line in said), said
+    assert all(r["ticks"] == round(1.5 * RATE) for r in result["runs"])
 
 
 @pytest.mark.slow
