@@ -17,6 +17,7 @@ import os
 import stat
 import sys
 import tempfile
+from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -134,8 +135,13 @@ def write_atomic(path, data):
     return Path(path)
 
 
+def plain(value):
+    """json.dumps' `default`: a read-only mapping (a Hello) as the object it holds, anything else as text."""
+    return dict(value) if isinstance(value, Mapping) else str(value)
+
+
 def write_json(path, data):
-    return write_atomic(path, json.dumps(data, indent=1, default=str) + "\n")
+    return write_atomic(path, json.dumps(data, indent=1, default=plain) + "\n")
 
 
 def save_figure(fig, path, dpi=90):

@@ -1,6 +1,19 @@
 """Plain text for listings (`host sessions`, `host models`, `host info`): padded columns, durations."""
 
+import json
 import math
+
+
+def print_listing(rows, as_json, empty, header, row):
+    """A listing command's output: the rows as JSON, `empty` when there are none, else a table of header
+    and row(r) per row; a row that could not be read ({"name", "error"}) shows its error in the last column."""
+    if as_json:
+        print(json.dumps(rows, indent=1))
+    elif not rows:
+        print(empty)
+    else:
+        print_table([header] + [(r["name"], *"-" * (len(header) - 2), r["error"]) if "error" in r else row(r)
+                                for r in rows])
 
 
 def print_table(rows):

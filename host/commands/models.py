@@ -1,10 +1,8 @@
 """`host models`: the trained models, one line each (task, shape, validation error per joint float, int8 and the
 linear fit's, blob size)."""
 
-import json
-
 from host.models import list_models
-from host.table import print_table
+from host.table import print_listing
 
 
 def add_parser(sub):
@@ -19,28 +17,21 @@ def add_parser(sub):
 
 def run(args):
     rows = list_models(args.dir)
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    if not rows:
-        print(f"no models in {args.dir} (train one with `host train`)")
-        return 0
-    table = [("name", "task", "shape", "val RMSE (float)", "int8 RMSE", "linear fit RMSE", "blob", "created")]
-    warnings = []
-    for m in rows:
-        if "error" in m:
-            table.append((m["name"], "-", "-", "-", "-", "-", "-", m["error"]))
-            continue
-        shape = "-".join(str(n) for n in [len(m["inputs"]), *m["config"]["hidden"], len(m["outputs"])])
-        linear = (m.get("baseline_rmse") or {}).get("linear")
-        table.append((m["name"], m["task"], shape, _errors(m["val_rmse"]), _errors(m["int8"]["val_rmse"]),
-                      _errors(linear) if linear else "-", f"{m['sizes']['blob_bytes']} B",
-                      (m.get("created") or "-")[:19].replace("T", " ")))
-        warnings += [f"{m['name']}: {w}" for w in m.get("warnings", [])]
-    print_table(table)
-    for line in warnings:
-        print(f"warning: {line}")
+    print_listing(rows, args.json, f"no models in {args.dir} (train one with `host train`)",
+                  ("name", "task", "shape", "val RMSE (float)", "int8 RMSE", "linear fit RMSE", "blob", "created"), _row)
+    if not args.json:
+        for m in rows:
+            for warning in m.get("warnings", []):
+                print(f"warning: {m['name']}: {warning}")
     return 0
+
+
+def _row(m):
+    shape = "-".join(str(n) for n in [len(m["inputs"]), *m["config"]["hidden"], len(m["outputs"])])
+    linear = (m.get("baseline_rmse") or {}).get("linear")
+    return (m["name"], m["task"], shape, _errors(m["val_rmse"]), _errors(m["int8"]["val_rmse"]),
+            _errors(linear) if linear else "-", f"{m['sizes']['blob_bytes']} B",
+            (m.get("created") or "-")[:19].replace("T", " "))
 
 
 def _errors(per_output):

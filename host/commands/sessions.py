@@ -1,9 +1,7 @@
 """`host sessions`: the recorded sessions, one line each (name, start, duration, frames, drops, program)."""
 
-import json
-
 from host.sessions import list_sessions, sessions_dir
-from host.table import duration, print_table
+from host.table import duration, print_listing
 
 
 def add_parser(sub):
@@ -14,22 +12,15 @@ def add_parser(sub):
 
 
 def run(args):
-    rows = list_sessions(args.dir)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    if not rows:
-        print(f"no sessions in {sessions_dir(args.dir)} (record one with `host collect --port PORT`)")
-        return 0
-    table = [("name", "start", "duration", "frames", "drops", "program", "complete")]
-    for r in rows:
-        if "error" in r:
-            table.append((r["name"], "-", "-", "-", "-", "-", r["error"]))
-            continue
-        table.append((r["name"], (r["created"] or "-")[:19].replace("T", " "), duration(r["duration_s"]),
-                      _figure(r["frames"]), _figure(r["drops"]), r["program"] or "-", "yes" if r["complete"] else "NO"))
-    print_table(table)
+    print_listing(list_sessions(args.dir), args.json,
+                  f"no sessions in {sessions_dir(args.dir)} (record one with `host collect --port PORT`)",
+                  ("name", "start", "duration", "frames", "drops", "program", "complete"), _row)
     return 0
+
+
+def _row(r):
+    return (r["name"], (r["created"] or "-")[:19].replace("T", " "), duration(r["duration_s"]), _figure(r["frames"]),
+            _figure(r["drops"]), r["program"] or "-", "yes" if r["complete"] else "NO")
 
 
 def _figure(value):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from host import __version__
 from host.errors import UserError
+from host.files import plain
 
 MAGIC = b"PLNDSES1"
 FORMAT_VERSION = 1  # of the header and record contents; the magic's last byte versions the container
@@ -66,7 +67,7 @@ def encode_record(kind, host_time, data):
 
 
 def _json(obj):
-    return json.dumps(obj, separators=(",", ":"), default=str).encode()
+    return json.dumps(obj, separators=(",", ":"), default=plain).encode()
 
 
 class SessionWriter:
