@@ -408,30 +408,29 @@ class FrameDecoder:
         """feed()'s frames unstuffed and checked but not unpacked: [(size, run)], in stream order, where
         run holds len(run) // size consecutive frames (header, payload, crc32) of `size` bytes each."""
         out = []
-        data = bytes(data)
-        first_flag = data.find(_FLAG_B)
-        if first_flag < 0:
-            self._grow(data)
-            return out
-        first = data[:first_flag]  # ends the stretch the last call left unfinished
-        if self._mode == _BUFFER:
-            shown = self._shown
-            if self._tail:
-                first = bytes(self._tail) + first
-                self._tail = bytearray()
-                self._shown = 0
-            if first:
-                raw = self._check(first, shown)
-                if raw is not None:
-                    out.append((len(raw), raw))
-        elif self._mode == _TEXT and first:
-            self._keep_text(first)
-        self._mode = _BUFFER
-        self._synced = True
-        last_flag = data.rfind(_FLAG_B)
-        if last_flag > first_flag + 1:
-            self._middle(data[first_flag + 1:last_flag], out)
-        self._grow(data[last_flag + 1:])
+        parts = bytes(data).split(_FLAG_B)  # the stretches between FLAGs, in one C call
+        last = parts.pop()  # after the last FLAG: unfinished, kept for the next call
+        if parts:
+            first = parts[0]  # ends the stretch the last call left unfinished
+            parts[0] = b""
+            if self._mode == _BUFFER:
+                shown = self._shown
+                if self._tail:
+                    first = bytes(self._tail) + first
+                    self._tail = bytearray()
+                    self._shown = 0
+                if first:
+                    raw = self._check(first, shown)
+                    if raw is not None:
+                        out.append((len(raw), raw))
+            elif self._mode == _TEXT and first:
+                self._keep_text(first)
+            self._mode = _BUFFER
+            self._synced = True
+            if len(parts) > 1:
+                self._middle(parts, out)
+        if last:
+            self._grow(last)
         return out
 
     def take_text(self):
@@ -445,6 +444,8 @@ class FrameDecoder:
         if self._mode == _BUFFER and len(tail) > self._shown and tail[0] & 0xF0 != _V4:
             text += tail[self._shown:]
             self._shown = len(tail)
+        if not text:  # the usual call: nothing to hand out, nothing to allocate
+            return b""
         self._text = bytearray()
         return bytes(text[-_TEXT_KEEP:])
 
@@ -466,11 +467,11 @@ class FrameDecoder:
             self._tail = bytearray()
             self._shown = 0
 
-    def _middle_plain(self, middle, out):
-        """The stretches between a chunk's first and last FLAG, each checked alone; the intact frames
-        go out in runs of one size."""
+    def _middle_plain(self, parts, out):
+        """The stretches between a chunk's first and last FLAG (parts, empty ones included), each checked
+        alone; the intact frames go out in runs of one size."""
         size = run = None
-        for part in middle.split(_FLAG_B):
+        for part in parts:
             if part:
                 raw = self._check(part)
                 if raw is None:
@@ -538,43 +539,53 @@ def _unstuff(stuffed):
 
 
 if _HOST:  # CPython: the same decoding, with the per-frame work done by C loops (map, bytes, struct)
-    from itertools import groupby, repeat
+    from itertools import groupby
     from operator import itemgetter
 
     _FIRST = itemgetter(0)
+    _crc32 = binascii.crc32
     _TYPES = bytes(range(16)) * 16  # byte0 -> its frame type
     _SEQ_T = struct.Struct("<HI")
     _UNPACKERS = {}  # frame size -> iter_unpack of (type, seq, t_us, payload) frames of that size
 
-    def _middle_bulk(self, middle, out):
+    def _middle_bulk(self, parts, out):
         """_middle_plain's frames and counters: every stretch is still checked alone, on its own CRC, but
         in C. Anything short of all intact frames of our version goes to _middle_plain, which says what."""
-        parts = middle.split(_FLAG_B)
-        flags = len(parts) - 1
         parts = list(filter(None, parts))
         if not parts:
             return
-        esc = middle.count(_ESC_B)
-        raws = parts
-        if esc:
-            raws = list(map(bytes.replace, map(bytes.replace, parts, repeat(b"\x7d\x5e"), repeat(_FLAG_B)),
-                            repeat(b"\x7d\x5d"), repeat(_ESC_B)))
-        sizes = list(map(len, raws))
-        # Each sound escape removes one byte, a malformed one none (as _unstuff), so the bytes removed in all
-        # add up to the ESC count only when every stretch's escapes are sound. Then every size, every CRC,
-        # every version nibble.
-        if (len(middle) - flags - sum(sizes) == esc and min(sizes) >= OVERHEAD and max(sizes) <= MAX_FRAME
-                and list(map(binascii.crc32, raws)).count(_RESIDUE) == len(raws)):
-            firsts = bytes(map(_FIRST, raws))
+        stuffed = b"".join(parts)
+        esc = stuffed.count(_ESC_B)
+        raws, joined, sizes = parts, stuffed, list(map(len, parts))
+        if esc:  # unstuff the stretches longer than the shortest: in a run of one size, those with escapes
+            raws, shortest = parts[:], min(sizes)  # (a few in ten: a bytes call costs as much as a frame's CRC)
+            for i, n in enumerate(sizes):
+                if n > shortest:
+                    raws[i] = raw = parts[i].replace(_ESC_FLAG, _FLAG_B).replace(_ESC_ESC, _ESC_B)
+                    sizes[i] = len(raw)
+            joined = b"".join(raws)
+            # Each sound escape removes one byte, a malformed one none (as _unstuff), so the bytes removed in
+            # all add up to the ESC count only when every stretch with escapes was unstuffed and all were sound.
+            if len(stuffed) - len(joined) != esc:  # a shortest stretch had escapes too, or one is malformed
+                raws = list(map(_unstuff, parts))
+                if None in raws:
+                    self._middle_plain(parts, out)
+                    return
+                joined, sizes = b"".join(raws), list(map(len, raws))
+        size, n = min(sizes), len(raws)  # then every size, every CRC, every version nibble
+        same = sizes.count(size) == n  # the usual chunk: frames of one size
+        if (size >= OVERHEAD and (size if same else max(sizes)) <= MAX_FRAME
+                and list(map(_crc32, raws)).count(_RESIDUE) == n):
+            firsts = joined[::size] if same else bytes(map(_FIRST, raws))
             if min(firsts) >= _V4 and max(firsts) <= _V4 | 15:
-                self.frames += len(raws)
-                if min(sizes) == max(sizes):
-                    out.append((sizes[0], b"".join(raws)))
+                self.frames += n
+                if same:
+                    out.append((size, joined))
                 else:
                     for size, run in groupby(raws, len):
                         out.append((size, b"".join(run)))
                 return
-        self._middle_plain(middle, out)
+        self._middle_plain(parts, out)
 
     def _feed_bulk(self, data):
         """Frames completed by these bytes; partial ones wait for the next call."""

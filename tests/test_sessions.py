@@ -329,15 +329,18 @@ def test_a_failing_write_raises_a_clear_error_and_keeps_a_loadable_file(tmp_path
     assert s.stats["damaged_records"] == 0
 
 
-def test_bulk_runs_decode_exactly_as_frame_by_frame():
+@pytest.mark.parametrize("escapes, sizes", [(2 / 3, [31]), (0.01, [31]), (0.01, [31, 31, 31, 3, 60])])
+def test_bulk_runs_decode_exactly_as_frame_by_frame(escapes, sizes):
     """Loading leans on FrameDecoder.feed_runs: frames checked (each on its own CRC) but left packed, in
     runs of equal size. Fed byte by byte through feed(), every frame is taken alone; both must agree,
-    damage and other versions included."""
+    damage and other versions included. Escapes dense (every frame has some) or sparse (the bulk path
+    unstuffs only the stretches longer than the shortest: a run's frames with escapes), sizes mixed."""
     rng = random.Random(3)
     for trial in range(300):
         frames = []
         for i in range(rng.randrange(1, 40)):
-            payload = bytes(rng.choice([0x7E, 0x7D, rng.randrange(256)]) for _ in range(31))
+            payload = bytes(rng.choice([0x7E, 0x7D]) if rng.random() < escapes else rng.randrange(256)
+                            for _ in range(rng.choice(sizes)))
             if rng.random() < 0.05:  # an intact frame of protocol v2 among ours
                 raw = struct.pack("<BHI", 0x22, i, i) + payload
                 raw += struct.pack("<I", zlib.crc32(raw))

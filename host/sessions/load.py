@@ -6,7 +6,6 @@ back in bulk (FrameDecoder.feed_runs) and become columns with a few numpy operat
 them; only hellos, acks and logs are handled one by one.
 """
 
-import json
 import math
 import os
 from pathlib import Path
@@ -17,7 +16,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from polyniod_firmware import protocol as P
 
 from host.errors import UserError
-from host.link.schema import TelemetrySchema
+from host.link.hello import Hello
 from host.sessions.store import (BYTES, END, HEADER, MARKER, SUFFIX, decode_json, read_end, read_header, read_records,
                                  sessions_dir)
 
@@ -47,6 +46,11 @@ class Session:
     def __len__(self):
         return len(self.columns["t"])
 
+    @property
+    def hello(self):
+        """The board's self-description (a Hello): its first described segment's, else the header's; None if neither."""
+        return next((seg["hello"] for seg in self.segments if seg["hello"]), None) or Hello.of(self.header.get("hello"))
+
     def __repr__(self):
         return (f"<Session {self.name}: {len(self)} telemetry frames, {len(self.segments)} segment(s), "
                 f"{'complete' if self.complete else 'incomplete'}>")
@@ -66,17 +70,16 @@ def load(path):
         raise type(e)(f"{path} is {e}") from None
     s = Session(path)
     decoder = P.FrameDecoder()
-    run_sizes, run_blobs, run_reads, read_times, text = [], [], [], [], []
-    for kind, host_time, payload in records:
+    feed_runs, take_text = decoder.feed_runs, decoder.take_text
+    runs, runs_per_read, read_times, text = [], [], [], []
+    for kind, host_time, payload in records:  # the hot loop: ~10 frames a record at 200 Hz
         if kind == BYTES:
-            runs = decoder.feed_runs(payload)
-            if runs:
+            got = feed_runs(payload)
+            if got:
+                runs += got
+                runs_per_read.append(len(got))
                 read_times.append(host_time)
-                for size, blob in runs:
-                    run_sizes.append(size)
-                    run_blobs.append(blob)
-                    run_reads.append(len(read_times) - 1)
-            chunk = decoder.take_text()
+            chunk = take_text()
             if chunk:
                 text.append(chunk)
         elif kind == HEADER:
@@ -87,7 +90,7 @@ def load(path):
             s.end = decode_json(payload)
     s.complete = bool(s.end) and s.end.get("complete") is True
     s.text = b"".join(text).decode("utf-8", "replace")
-    frames = _Frames(run_sizes, run_blobs, run_reads, read_times)
+    frames = _Frames(runs, runs_per_read, read_times)
     s.stats = {"frames": _count_types(frames)}
     _segments(s, frames, _hellos_acks_logs(s, frames))
     times = [t for _, t, _ in records if math.isfinite(t)]  # a damaged clock (NaN, inf) spans nothing
@@ -107,17 +110,18 @@ def load(path):
 class _Frames:
     """Every decoded frame, as arrays: where it starts in one joined buffer, its size, type, seq, ticks, host time."""
 
-    def __init__(self, run_sizes, run_blobs, run_reads, read_times):
-        sizes = np.array(run_sizes, dtype=np.int64)
-        counts = np.array([len(b) for b in run_blobs], dtype=np.int64) // np.maximum(sizes, 1)
-        self.buf = np.frombuffer(b"".join(run_blobs), dtype=np.uint8)
+    def __init__(self, runs, runs_per_read, read_times):
+        sizes, blobs = zip(*runs) if runs else ((), ())
+        sizes = np.array(sizes, dtype=np.int64)
+        counts = np.array(list(map(len, blobs)), dtype=np.int64) // np.maximum(sizes, 1)
+        self.buf = np.frombuffer(b"".join(blobs), dtype=np.uint8)
         self.size = np.repeat(sizes, counts)
         self.start = np.cumsum(self.size) - self.size
         header = _rows(self.buf, self.start, _FRAME_HEADER.itemsize).view(_FRAME_HEADER)[:, 0]
         self.type = header["byte0"] & 15
         self.seq = header["seq"].astype(np.int64)
         self.ticks = header["t_us"].astype(np.int64)
-        self.host_time = np.repeat(np.array(read_times, dtype=np.float64)[np.array(run_reads, dtype=np.int64)], counts)
+        self.host_time = np.repeat(np.repeat(np.array(read_times, dtype=np.float64), runs_per_read), counts)
 
     def __len__(self):
         return len(self.size)
@@ -143,11 +147,8 @@ def _hellos_acks_logs(s, frames):
     for i in np.flatnonzero(frames.type != P.T_TELEMETRY).tolist():
         ftype, payload, host_time = frames.type[i], frames.payload(i), float(frames.host_time[i])
         if ftype == P.T_HELLO:
-            try:
-                hello = json.loads(payload)
-            except ValueError:
-                hello = None
-            if isinstance(hello, dict) and hello.get("schema"):
+            hello = Hello.parse(payload)
+            if hello is not None and hello.get("schema"):
                 hellos.append((i, hello))
             else:
                 bad += 1
@@ -177,8 +178,8 @@ def _segments(s, frames, hellos):
     stops = [first for first, _ in bounds[1:]] + [len(frames)]
     if bounds[0][1] is None:
         if stops[0] > 0:
-            hello = s.header.get("hello")
-            bounds[0][1] = hello if isinstance(hello, dict) and hello.get("schema") else None
+            hello = Hello.of(s.header.get("hello"))
+            bounds[0][1] = hello if hello is not None and hello.get("schema") else None
         else:  # nothing before the first hello
             del bounds[0], stops[0]
     pieces, rows, undecoded, wrong_size = [], 0, 0, 0
@@ -188,7 +189,7 @@ def _segments(s, frames, hellos):
         device_us = ticks[0] + np.concatenate(([0], np.cumsum((np.diff(ticks) + half) % P.TICKS_PERIOD - half)))
         seq_count = seq[0] + np.concatenate(([0], np.cumsum(np.diff(seq) & 0xFFFF)))  # as P.unwrap_seqs
         telemetry = np.flatnonzero(frames.type[first:stop] == P.T_TELEMETRY)
-        schema = TelemetrySchema.from_hello(hello) if hello else None
+        schema = hello.schema if hello else None
         if schema is None:
             undecoded += len(telemetry)
             telemetry = telemetry[:0]
@@ -217,21 +218,37 @@ def _segments(s, frames, hellos):
 
 
 def _decode(frames, index, schema):
-    """{field: values in its unit} of the telemetry frames at these indices (all of one schema)."""
+    """{field: values in its unit} of the telemetry frames at these indices (all of one schema).
+
+    The columns are rows of two blocks, int64 and float64: one allocation each (large enough for huge
+    pages) instead of one a field, which the page faults of ~20 fresh arrays made the costliest step."""
     packed = schema.numpy_dtype()
     names = list(packed.names)
     in_frame = np.dtype({"names": names, "formats": [packed.fields[n][0] for n in names],
                          "offsets": [packed.fields[n][1] + P.HEADER_SIZE for n in names],
                          "itemsize": schema.size + P.OVERHEAD})
     raw = _rows(frames.buf, frames.start[index], in_frame.itemsize).view(in_frame)[:, 0]
-    return {name: raw[name].astype(np.int64) if scale == 1 and raw[name].dtype.kind in "iu"
-            else raw[name] * np.float64(scale) for name, scale in zip(names, schema.scales)}
+    scales = dict(zip(names, schema.scales))
+    ints = [name for name in names if scales[name] == 1 and raw[name].dtype.kind in "iu"]
+    floats = [name for name in names if name not in ints]
+    columns = dict(zip(ints, np.empty((len(ints), len(raw)), np.int64)))
+    columns.update(zip(floats, np.empty((len(floats), len(raw)), np.float64)))
+    for name in ints:
+        np.copyto(columns[name], raw[name])
+    for name in floats:
+        np.multiply(raw[name], scales[name], out=columns[name])
+    return {name: columns[name] for name in names}
 
 
 def _rows(buf, starts, size):
-    """buf[start:start + size] for each start, as one contiguous (len(starts), size) uint8 array."""
+    """buf[start:start + size] for each start (ascending, rows not overlapping), as one contiguous
+    (len(starts), size) uint8 array: a view of buf when the rows lie back to back (a session's
+    telemetry between two hellos), else a copy."""
+    n = len(starts)
+    if n and starts[-1] - starts[0] == (n - 1) * size:
+        return buf[starts[0]:starts[0] + n * size].reshape(n, size)
     if len(buf) < size:
-        return np.zeros((len(starts), size), np.uint8)
+        return np.zeros((n, size), np.uint8)
     return np.ascontiguousarray(sliding_window_view(buf, size)[starts])
 
 
