@@ -71,13 +71,16 @@ def load(path):
     s = Session(path)
     decoder = P.FrameDecoder()
     feed_runs, take_text = decoder.feed_runs, decoder.take_text
-    runs, runs_per_read, read_times, text = [], [], [], []
+    buf, run_sizes, run_bytes, runs_per_read, read_times, text = bytearray(), [], [], [], [], []
     for kind, host_time, payload in records:  # the hot loop: ~10 frames a record at 200 Hz
         if kind == BYTES:
-            got = feed_runs(payload)
-            if got:
-                runs += got
-                runs_per_read.append(len(got))
+            runs = feed_runs(payload)
+            if runs:
+                for size, run in runs:  # into one buffer as they come: no run outlives its record
+                    buf += run
+                    run_sizes.append(size)
+                    run_bytes.append(len(run))
+                runs_per_read.append(len(runs))
                 read_times.append(host_time)
             chunk = take_text()
             if chunk:
@@ -90,7 +93,7 @@ def load(path):
             s.end = decode_json(payload)
     s.complete = bool(s.end) and s.end.get("complete") is True
     s.text = b"".join(text).decode("utf-8", "replace")
-    frames = _Frames(runs, runs_per_read, read_times)
+    frames = _Frames(buf, run_sizes, run_bytes, runs_per_read, read_times)
     s.stats = {"frames": _count_types(frames)}
     _segments(s, frames, _hellos_acks_logs(s, frames))
     times = [t for _, t, _ in records if math.isfinite(t)]  # a damaged clock (NaN, inf) spans nothing
@@ -108,13 +111,13 @@ def load(path):
 
 
 class _Frames:
-    """Every decoded frame, as arrays: where it starts in one joined buffer, its size, type, seq, ticks, host time."""
+    """Every decoded frame, as arrays: where it starts in one buffer (the runs joined), its size, type, seq,
+    ticks, host time."""
 
-    def __init__(self, runs, runs_per_read, read_times):
-        sizes, blobs = zip(*runs) if runs else ((), ())
-        sizes = np.array(sizes, dtype=np.int64)
-        counts = np.array(list(map(len, blobs)), dtype=np.int64) // np.maximum(sizes, 1)
-        self.buf = np.frombuffer(b"".join(blobs), dtype=np.uint8)
+    def __init__(self, buf, run_sizes, run_bytes, runs_per_read, read_times):
+        sizes = np.array(run_sizes, dtype=np.int64)
+        counts = np.array(run_bytes, dtype=np.int64) // np.maximum(sizes, 1)
+        self.buf = np.frombuffer(buf, dtype=np.uint8)
         self.size = np.repeat(sizes, counts)
         self.start = np.cumsum(self.size) - self.size
         header = _rows(self.buf, self.start, _FRAME_HEADER.itemsize).view(_FRAME_HEADER)[:, 0]
