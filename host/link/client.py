@@ -22,7 +22,7 @@ from polyniod_firmware.version import FIRMWARE_VERSION
 
 from host.errors import DeviceError, UserError
 from host.link.port import DEFAULT_BAUD, open_port, write
-from host.link.schema import TelemetrySchema
+from host.link.hello import Hello
 
 
 RECORD_S = 0.05  # reads handed to on_bytes at once: one session record each, ~10 frames at 200 Hz
@@ -141,14 +141,13 @@ class Link:
         ftype, seq, t_us, payload = frame
         self.frames += 1
         if ftype == P.T_HELLO:
-            try:
-                hello = json.loads(payload)
-            except ValueError:
+            hello = Hello.parse(payload)
+            if hello is None:
                 return
             if self.hello is not None and seq == 0 and self._last_seq != 0xFFFF:
                 self.resets += 1  # a boot's first frame; a hello we asked for continues the sequence
             self.hello = hello
-            self.schema = TelemetrySchema.from_hello(hello) if hello.get("schema") else None
+            self.schema = hello.schema
             self._last_seq = seq
             self._hello_event.set()
         else:
@@ -232,6 +231,18 @@ class Link:
         self.send_raw(P.encode_command(seq, name, [str(a) for a in args]))
         return seq
 
+    def send_record(self, data, start):
+        """Send the transfer record of data from offset `start` without waiting (PROTOCOL.md "Records"):
+        (seq, end, its bytes on the wire); it carries data[start:end]. Its ack waits in wait_ack(seq)."""
+        if self.error:
+            raise DeviceError(self.error)
+        if not self._synced:
+            self._sync("xfer", 0.5, 3)
+        seq = self._next_seq()
+        line, end = P.encode_record(seq, data, start)
+        self.send_raw(line)
+        return seq, end, len(line)
+
     def take_ack(self, seq):
         """(code, data) of the ack of a command sent with send(), or None while it has not come."""
         with self._ack_cv:
@@ -239,6 +250,26 @@ class Link:
             if ack is not None:
                 self._pending.discard(seq)
             return ack
+
+    def wait_ack(self, seq, timeout):
+        """take_ack(seq), waiting up to `timeout` s for the ack to come; None if it has not."""
+        deadline = time.monotonic() + timeout
+        with self._ack_cv:
+            while seq not in self._acks and not self.error:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._ack_cv.wait(left)
+        if self.error:
+            raise DeviceError(self.error)
+        return self.take_ack(seq)
+
+    def forget(self, seqs):
+        """Stop waiting for the acks of these seqs (sent with send()): any that come later are dropped."""
+        with self._ack_cv:
+            for seq in seqs:
+                self._pending.discard(seq)
+                self._acks.pop(seq, None)
 
     def _next_seq(self):
         """The next seq, registered as waiting for its ack (a seq used 65535 commands ago is forgotten)."""
@@ -363,13 +394,13 @@ class Link:
 
     def _check_versions(self, hello):
         port = self.port_name
-        proto = hello.get("proto")
+        proto = hello.proto
         if proto != P.PROTOCOL_VERSION:
             raise DeviceError(
                 f"the firmware on {port} speaks protocol v{proto}, this host v{P.PROTOCOL_VERSION}: "
                 f"run `host flash --port {port}` to update it"
             )
-        fw = str(hello.get("fw", "?"))
+        fw = str(hello.fw or "?")
         if _version_tuple(fw) < _version_tuple(FIRMWARE_VERSION):
             raise DeviceError(
                 f"the firmware on {port} is v{fw}, older than this host's v{FIRMWARE_VERSION}: "
