@@ -5,6 +5,7 @@ import sys
 import threading
 
 from host.link.port import DEFAULT_BAUD
+from host.sim import faults
 from host.sim.vm import HEAP_KB
 
 
@@ -27,6 +28,8 @@ def add_parser(sub):
     p.add_argument("--corrupt", type=float, default=0.0, metavar="F",
                    help="flip a random bit in this fraction of device->host bytes (fault tests)")
     p.add_argument("--heap-kb", type=int, default=HEAP_KB, help="ESP32 Python heap to model in KiB")
+    p.add_argument("--fault", action="append", default=[], metavar="NAME[:JOINT]",
+                   help="wire the robot wrong (repeatable; JOINT defaults to the first joint): " + faults.usage())
     p.set_defaults(run=run)
 
 
@@ -38,7 +41,7 @@ def run(args):
 
     gen0 = VirtualGen0(flash_dir=args.flash_dir, preload=args.preload, plant=args.plant, robot=args.robot,
                        seed=args.seed, speed=args.speed, baud=args.baud, link=args.link, heap_kb=args.heap_kb,
-                       corrupt=args.corrupt, log=status, cpu=args.cpu, cpu_factor=args.cpu_factor)
+                       corrupt=args.corrupt, log=status, cpu=args.cpu, cpu_factor=args.cpu_factor, faults=args.fault)
     done = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
@@ -47,6 +50,8 @@ def run(args):
         clock = "real time" if args.speed is None else f"virtual clock x{args.speed:g}"
         status(f"flash {gen0.flash_dir}, seed {args.seed}, {clock}, CPU {gen0.cpu.describe()}, "
                f"{args.baud or 'unlimited'} baud; Ctrl-C to stop")
+        for fault in gen0.board.faults:
+            status(f"fault {faults.describe(fault)}")
         while not done.wait(0.5):
             if gen0.failed:
                 status(gen0.failed)

@@ -11,6 +11,10 @@ chip (piecewise linear through 0.5..3.0 V -> 464..3775, compressed above ~2.5 V,
 characteristic. On top: a smooth INL, a fixed per-code DNL, and noise that grows with motor current.
 read_uv() is ESP-IDF's calibration as MicroPython calls it: eFuse Vref (7 mV steps), linear
 0.806 mV/LSB + 142 mV at 11 dB, whole millivolts, and above raw 2880 ESP-IDF's lookup table.
+
+Wiring faults (host/sim/faults.py) change which servo a PWM pin drives, which wiper an ADC pin
+reads, whether a pin floats and where the IMU answers; a brown-out (plant.py) takes the ESP32 down
+until power_on().
 """
 
 import json
@@ -19,6 +23,7 @@ import threading
 from pathlib import Path
 
 from host.firmware_files import HARDWARE_DIR
+from host.sim import faults as F
 from host.sim.mpu6050 import MPU6050
 from host.sim.plant import Plant, Unit, check_params, load_params
 
@@ -94,6 +99,33 @@ class Esp32Adc:
         return min(max(code + self.dnl[code], 0), 4095) if 0 < code < 4095 else code
 
 
+class FloatingInput:
+    """An ADC1 pin with nothing on it (no pull-ups on 34-39), as an ESP32 reads it.
+
+    What it reads is the charge left on the SAR's sample capacitor and the pin's few pF: each
+    conversion pulls it part of the way to the voltage converted before (the neighbour pin the
+    firmware read first), leakage pulls it towards a level that wanders slowly, and the dangling
+    wire picks up mains hum and noise. Figures: host/sim/faults.py.
+    """
+
+    def __init__(self, rng):
+        self.rng = rng
+        self.leak_v = rng.uniform(*F.FLOAT_LEAK_V)
+        self.v = self.leak_v
+        self.hum_phase = rng.uniform(0, 2 * math.pi)
+        self.t_us = 0
+
+    def volts(self, t_us, last_converted_v):
+        dt = max(t_us - self.t_us, 0) / 1e6
+        self.t_us = t_us
+        lo, hi = F.FLOAT_LEAK_V
+        self.leak_v = min(max(self.leak_v + self.rng.gauss(0, F.FLOAT_WALK_V_RTS * math.sqrt(dt)), lo), hi)
+        self.v += (self.leak_v - self.v) * (1 - math.exp(-dt / F.FLOAT_LEAK_S))
+        self.v += F.FLOAT_SHARE * (last_converted_v - self.v)
+        hum = F.FLOAT_HUM_V * math.sin(2 * math.pi * F.FLOAT_HUM_HZ * t_us / 1e6 + self.hum_phase)
+        return max(0.0, self.v + hum + self.rng.gauss(0, F.FLOAT_NOISE_V))
+
+
 def _robot_pins(robot):
     """(pwm pins, adc pins, imu address or None, index of the link carrying the IMU) from a robot description."""
     try:
@@ -115,16 +147,18 @@ def _robot_pins(robot):
 
 
 class VirtualBoard:
-    """Everything the ESP32's pins see, driven by the plant."""
+    """Everything the ESP32's pins see, driven by the plant; `faults` (host/sim/faults.py) wire it wrong."""
 
-    def __init__(self, robot: dict, plant: dict, seed: int = 0):
+    def __init__(self, robot: dict, plant: dict, seed: int = 0, faults=()):
         check_params(plant, "plant parameters")
         self.pwm_pins, self.adc_pins, self.imu_addr, mount_link = _robot_pins(robot)
         for pin in self.adc_pins:
             if pin not in ADC1_PINS:
                 raise ValueError(f"robot description: adc_pin {pin} is not an ADC1 pin (32..39)")
+        self.faults = F.parse(faults, [j.get("name") for j in robot["joints"]])
         unit = Unit(plant, seed)
-        self.plant = Plant(plant, seed, mount_link)
+        self.plant = Plant(plant, seed, mount_link, self.faults)
+        self._wire(unit)
         self.adc = Esp32Adc(unit, unit.rng("adc.noise"))
         self.imu = MPU6050(unit, self.plant.dt)
         self.costs = {"adc": unit("esp32.adc_read_us"), "i2c": unit("esp32.i2c_call_us"),
@@ -134,10 +168,29 @@ class VirtualBoard:
         self.now = 0
         self.levels = {}  # pin -> GPIO level written
         self.pwm_out = {}  # pin -> (freq_hz, duty_ns) of every running PWM
+        self.epoch = 0  # board time at the ESP32's last restart after a brown-out (its clock starts at 0 again)
+        self.in_reset = False  # browned out: the ESP32 is down until power_on()
+        self.brownouts = 0
+        self._brownout_news = False
         self._lock = threading.Lock()
 
+    def _wire(self, unit):
+        """Which servo each PWM pin drives, which wiper each ADC pin reads, where the IMU answers."""
+        faults = self.faults
+        joints = [0, 1]
+        servo_of = joints[::-1] if F.has(faults, "joints-swapped") else joints
+        wiper_of = joints[::-1] if F.has(faults, "swapped-pots") else joints
+        self.servo_on = dict(zip(self.pwm_pins, servo_of))  # pin -> servo
+        self.wiper_on = dict(zip(self.adc_pins, wiper_of))  # pin -> the joint whose pot it reads
+        self.floating = {j: FloatingInput(unit.rng(f"fault.floating/{j}")) for j in F.joints_with(faults, "pot-disconnected")}
+        self.last_adc_v = 0.0  # what the sample capacitor holds from the last conversion
+        if F.has(faults, "imu-absent"):
+            self.imu_addr = None
+        elif F.has(faults, "imu-address") and self.imu_addr is not None:
+            self.imu_addr = F.IMU_AD0_HIGH
+
     @classmethod
-    def from_files(cls, robot_path=None, plant_path=None, seed=0):
+    def from_files(cls, robot_path=None, plant_path=None, seed=0, faults=()):
         robot_path = Path(robot_path or HARDWARE_DIR / "gen0.json")
         try:
             robot = json.loads(robot_path.read_text())
@@ -145,20 +198,51 @@ class VirtualBoard:
             raise ValueError(f"robot description {robot_path} not found") from None
         except ValueError as e:
             raise ValueError(f"robot description {robot_path} is not valid JSON ({e})") from None
-        return cls(robot, load_params(plant_path or HARDWARE_DIR / "plant_gen0.json"), seed)
+        return cls(robot, load_params(plant_path or HARDWARE_DIR / "plant_gen0.json"), seed, faults)
 
     def _at(self, t_us):
-        """Bring the plant to t_us (never backwards) and return the time used."""
+        """Bring the plant to t_us on the ESP32's clock (never backwards) and return the board time used."""
+        t_us += self.epoch
         if t_us > self.now:
             self.now = int(t_us)
             self.plant.advance(self.now)
+            if self.plant.brownout_at is not None and not self.in_reset:
+                self._browned_out()
         return self.now
+
+    def _browned_out(self):
+        """The ESP32 reset itself (weak-supply): its LEDC and GPIOs are off until power_on()."""
+        self.in_reset = True
+        self.brownouts += 1
+        self._brownout_news = True
+        self.pwm_out.clear()
+        self.levels.clear()
+
+    def take_brownout(self) -> bool:
+        """True once after each brown-out: the bus tells the supervisor, which restarts the ESP32."""
+        if not self._brownout_news:  # the common case, without the lock
+            return False
+        with self._lock:
+            news, self._brownout_news = self._brownout_news, False
+            return news
+
+    def power_on(self):
+        """The ESP32 starts again after a brown-out: its clock restarts at 0 while the limb's time goes
+        on; the MPU-6050, whose rail sagged as far, powers up asleep."""
+        with self._lock:
+            self.epoch = self.now
+            self.in_reset = False
+            self.plant.restarted()
+            self.imu.reset(self.now)
+            self.plant.observer = None
 
     def pwm(self, t_us: int, pin: int, freq_hz: float, duty_ns: "int | None") -> None:
         with self._lock:
             t = self._at(t_us)
-            if pin in self.pwm_pins:
-                self.plant.set_pwm(t, self.pwm_pins.index(pin), freq_hz, duty_ns)
+            if self.in_reset:
+                return
+            if pin in self.servo_on:
+                self.plant.set_pwm(t, self.servo_on[pin], freq_hz, duty_ns)
             if duty_ns is None:
                 self.pwm_out.pop(pin, None)
             else:
@@ -167,9 +251,16 @@ class VirtualBoard:
     def adc_read(self, t_us: int, pin: int, atten: int) -> int:
         self._check_adc(pin, atten)
         with self._lock:
-            self._at(t_us)
+            t = self._at(t_us)
             plant = self.plant
-            volts = plant.adc_pin_v(self.adc_pins.index(pin)) if pin in self.adc_pins else 0.0
+            joint = self.wiper_on.get(pin)
+            if joint is None:
+                volts = 0.0
+            elif joint in self.floating:
+                volts = self.floating[joint].volts(t, self.last_adc_v)
+            else:
+                volts = plant.adc_pin_v(joint)
+            self.last_adc_v = volts
             return self.adc.read(volts, atten, plant.motor_current())
 
     def adc_uv(self, pin: int, raw: int, atten: int) -> int:
@@ -186,7 +277,7 @@ class VirtualBoard:
             raise ValueError(f"ADC attenuation {atten} is none of 0..3 (0, 2.5, 6, 11 dB)")
 
     def i2c_write(self, t_us: int, addr: int, data: bytes) -> bool:
-        if addr != self.imu_addr:
+        if addr != self.imu_addr or self.in_reset:
             return False
         with self._lock:
             t = self._at(t_us)
@@ -195,7 +286,7 @@ class VirtualBoard:
         return True
 
     def i2c_read(self, t_us: int, addr: int, n: int) -> "bytes | None":
-        if addr != self.imu_addr:
+        if addr != self.imu_addr or self.in_reset:
             return None
         with self._lock:
             self._at(t_us)
@@ -205,8 +296,10 @@ class VirtualBoard:
         """A GPIO level; on a servo pin this also ends its PWM (the pin is plain GPIO now)."""
         with self._lock:
             t = self._at(t_us)
-            if pin in self.pwm_pins:
-                self.plant.set_pwm(t, self.pwm_pins.index(pin), 0, None)
+            if self.in_reset:
+                return
+            if pin in self.servo_on:
+                self.plant.set_pwm(t, self.servo_on[pin], 0, None)
             self.pwm_out.pop(pin, None)
             self.levels[pin] = 1 if value else 0
 
@@ -232,7 +325,8 @@ class VirtualBoard:
         return self.costs["i2c"] + math.ceil(clocks * 1e6 / i2c_freq)
 
     def truth(self, t_us: "int | None" = None) -> dict:
-        """Ground truth at t_us (advances the plant: only from the driving thread) or now (any thread)."""
+        """Ground truth at t_us (advances the plant: only from the driving thread) or now (any thread).
+        A joint's angle_deg/velocity_dps are the limb's, gear_deg its servo's own (what its pot shows)."""
         with self._lock:
             if t_us is not None:
                 self._at(t_us)
@@ -241,8 +335,8 @@ class VirtualBoard:
             for j, s in enumerate(plant.servos):
                 driving = plant.t_us - s.last_pulse_at < s.limp_us
                 joints.append({
-                    "angle_deg": math.degrees(s.limb),
-                    "velocity_dps": math.degrees(s.w_limb),
+                    "angle_deg": math.degrees(s.sign * s.limb),
+                    "velocity_dps": math.degrees(s.sign * s.w_limb),
                     "gear_deg": math.degrees(s.gear),
                     "target_deg": math.degrees(s.target) if driving else None,
                     "pulse_us": s.pulse_us if driving else None,

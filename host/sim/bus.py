@@ -79,7 +79,8 @@ class Bus:
 
     def __init__(self, board, imu_pins, clock, events):
         """imu_pins: (scl, sda) the IMU hangs on, or None. clock: the board's BoardClock.
-        events(kind, arg) gets 'ready', 'reset', 'soft_reset', 'wdt' (arg = timeout ms, 0 = feed)."""
+        events(kind, arg) gets 'ready', 'reset', 'soft_reset', 'wdt' (arg = timeout ms, 0 = feed), and
+        'brownout' when the board's rail fell below the ESP32's brownout threshold."""
         self.board = board
         self.imu_pins = imu_pins
         self.clock = clock
@@ -164,6 +165,8 @@ class Bus:
             return 0, wait, end, b""
         start, end, wait = clock.call(op, work, self.cost(op, a, x, y, payload))
         value, data = self.act(op, start, a, x, y, payload)
+        if self.board.take_brownout():  # this call's plant steps sagged the rail too far (weak-supply)
+            self.events("brownout", 0)
         return value, wait, end, data
 
     def cost(self, op, a, x, y, payload):

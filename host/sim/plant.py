@@ -29,6 +29,8 @@ import json
 import math
 import random
 
+from host.sim import faults as F
+
 # What a plant file must hold: section -> {key: check}. Checks: "pos" > 0, "nonneg" >= 0,
 # "num" any finite number, "periods" a list of numbers > 0, "curve" [[volts, raw], ...] rising in volts.
 SCHEMA = {
@@ -145,9 +147,13 @@ def coulomb(w, tau, inertia, kinetic, static, dt):
 
 
 class Servo:
-    """One SG90, its pot and the link glued to its horn."""
+    """One SG90, its pot and the link glued to its horn.
 
-    def __init__(self, unit, j):
+    Its state is in its own frame (the pulse's direction); `sign` maps it to the limb's (-1: mounted
+    the other way round, fault reversed-servo).
+    """
+
+    def __init__(self, unit, j, faults=()):
         def u(name):
             return unit("servo." + name, j)
 
@@ -168,6 +174,10 @@ class Servo:
         self.pulse_range = (u("min_pulse_us"), u("max_pulse_us"))
         self.hz_range = (u("min_hz"), u("max_hz"))
         self.limp_us = u("limp_after_ms") * 1000
+        self.sign = -1.0 if j in F.joints_with(faults, "reversed-servo") else 1.0
+        if j in F.joints_with(faults, "stuck-joint"):
+            self.gear_kinetic = self.gear_static = F.SEIZED_NM
+        self.pot_ref_v = F.POT_REF_V if j in F.joints_with(faults, "pot-clipped") else None
 
         self.pot_v0 = unit("pot.v_at_0", j)
         self.pot_slope = math.degrees(unit("pot.v_per_deg", j))  # V/rad
@@ -321,13 +331,22 @@ class Servo:
 class Plant:
     """Both servos, the limb's gravity and inertia, and the supply they share."""
 
-    def __init__(self, params, seed=0, mount_link=1):
+    def __init__(self, params, seed=0, mount_link=1, faults=()):
+        """faults: host.sim.faults.Fault tuple (the plant's: reversed-servo, stuck-joint, pot-clipped, weak-supply)."""
         unit = Unit(params, seed)
         self.dt_us = int(unit("sim.dt_us"))
         self.dt = self.dt_us / 1e6
-        self.servos = [Servo(unit, 0), Servo(unit, 1)]
+        self.servos = [Servo(unit, 0, faults), Servo(unit, 1, faults)]
         self.supply_open_v = unit("supply.volts")
         self.source_ohm = unit("supply.source_ohm")
+        weak = F.has(faults, "weak-supply")
+        if weak:
+            self.source_ohm = F.WEAK_SOURCE_OHM
+        # the healthy model leaves brown-outs out (SIM.md); a weak supply brings them in
+        self.brownout_v = F.BROWNOUT_SUPPLY_V if weak else -math.inf
+        self.brownout_at = None  # plant time of the brown-out the ESP32 has not restarted from yet
+        self.rearm_at = math.inf  # plant time the restarted ESP32 arms its detector again
+        self.detector_k = 1 - math.exp(-self.dt / F.DETECTOR_S)
         self.esp32_a = unit("supply.esp32_a")
         self.ground_own = unit("wiring.ground_own_ohm")
         self.ground_shared = unit("wiring.ground_shared_ohm")
@@ -357,10 +376,11 @@ class Plant:
         settle = math.radians(limb("settle_deg"))
         rng = unit.rng("power_on")
         for s in self.servos:  # hanging, left where friction stopped it; limb anywhere in the play
-            s.limb = -s.glue + rng.uniform(-settle, settle)
+            s.limb = (-s.glue + rng.uniform(-settle, settle)) * s.sign
             s.gear = s.limb + rng.uniform(-s.half_play, s.half_play)
         self.t_us = 0
         self.supply_v = self.supply_open_v - self.source_ohm * (self.esp32_a + sum(s.idle_current for s in self.servos))
+        self.detected_v = self.supply_v  # the rail as the brownout detector sees it (smoothed)
         self.observer = None  # called as observer(t_us, along, across, rate) after each step: the IMU
 
     def advance(self, t_us):
@@ -369,29 +389,47 @@ class Plant:
         shoulder, elbow = self.servos
         while self.t_us + dt_us <= t_us:
             t = self.t_us + dt_us
-            phi1 = shoulder.limb + shoulder.glue
-            rel = elbow.limb + elbow.glue
+            phi1 = shoulder.sign * shoulder.limb + shoulder.glue
+            rel = elbow.sign * elbow.limb + elbow.glue
             tau_distal = -self.gravity_distal * math.sin(phi1 + rel)
             tau_shoulder = tau_distal - self.gravity_upper * math.sin(phi1)
             current = self.esp32_a
             supply_v = self.supply_v
-            current += shoulder.step(t, dt, supply_v, tau_shoulder,
+            current += shoulder.step(t, dt, supply_v, shoulder.sign * tau_shoulder,
                                      self.inertia_shoulder + self.inertia_shoulder_cos * math.cos(rel))
-            current += elbow.step(t, dt, supply_v, tau_distal, self.inertia_distal)
+            current += elbow.step(t, dt, supply_v, elbow.sign * tau_distal, self.inertia_distal)
             self.supply_v = self.supply_open_v - self.source_ohm * current
             self.t_us = t
+            if self.brownout_v > 0.0:
+                self.detected_v += (self.supply_v - self.detected_v) * self.detector_k
+                if self.detected_v < self.brownout_v:
+                    self._brownout(t)
+            elif t >= self.rearm_at:
+                self.brownout_v, self.detected_v, self.rearm_at = F.BROWNOUT_SUPPLY_V, self.supply_v, math.inf
             if self.observer is not None:
                 self.observer(t, *self.mount_motion())
+
+    def _brownout(self, t_us):
+        """The ESP32's rail fell below its brownout threshold: it resets, its PWM stops (board.py restarts it)."""
+        self.brownout_at = t_us
+        self.brownout_v = -math.inf  # re-armed when the ESP32 runs again
+        for s in self.servos:
+            s.set_pwm(t_us, 0, None)
+
+    def restarted(self):
+        """The ESP32 restarts after a brown-out: its app arms the detector again once it has booted."""
+        self.brownout_at = None
+        self.rearm_at = self.t_us + F.REARM_S * 1e6
 
     def mount_motion(self):
         """Specific force (m/s^2) along the IMU's link and across it, and the link's rate (rad/s)."""
         s1, s2 = self.servos
-        phi1 = s1.limb + s1.glue
+        phi1 = s1.sign * s1.limb + s1.glue
         if self.mount_link == 0:
-            lever, rel, w1, a1, w, a = 0.0, 0.0, 0.0, 0.0, s1.w_limb, s1.a_limb
+            lever, rel, w1, a1, w, a = 0.0, 0.0, 0.0, 0.0, s1.sign * s1.w_limb, s1.sign * s1.a_limb
         else:
-            lever, rel, w1, a1 = self.l1, s2.limb + s2.glue, s1.w_limb, s1.a_limb
-            w, a = w1 + s2.w_limb, a1 + s2.a_limb
+            lever, rel, w1, a1 = self.l1, s2.sign * s2.limb + s2.glue, s1.sign * s1.w_limb, s1.sign * s1.a_limb
+            w, a = w1 + s2.sign * s2.w_limb, a1 + s2.sign * s2.a_limb
         phi = phi1 + rel
         r, g = self.imu_radius, self.gravity
         sr, cr = math.sin(rel), math.cos(rel)
@@ -402,10 +440,10 @@ class Plant:
     def mount_pose(self):
         """Where the IMU is: (x, y) m from the shoulder axis (y up), its link's angle from hanging (rad)."""
         s1, s2 = self.servos
-        phi1 = s1.limb + s1.glue
+        phi1 = s1.sign * s1.limb + s1.glue
         if self.mount_link == 0:
             return self.imu_radius * math.sin(phi1), -self.imu_radius * math.cos(phi1), phi1
-        phi = phi1 + s2.limb + s2.glue
+        phi = phi1 + s2.sign * s2.limb + s2.glue
         x = self.l1 * math.sin(phi1) + self.imu_radius * math.sin(phi)
         y = -self.l1 * math.cos(phi1) - self.imu_radius * math.cos(phi)
         return x, y, phi
@@ -415,9 +453,11 @@ class Plant:
         self.servos[joint].set_pwm(t_us, freq_hz, duty_ns)
 
     def adc_pin_v(self, joint):
-        """Wiper voltage as the ESP32 sees it: lifted by motor current in the ground leads."""
+        """Wiper voltage as the ESP32 sees it: lifted by motor current in the ground leads.
+        A pot fed from the supply (pot-clipped) scales with it."""
         s = self.servos[joint]
-        return s.pot_v() + self.ground_own * s.current + self.ground_shared * self.motor_current()
+        v = s.pot_v() if s.pot_ref_v is None else s.pot_v() * self.supply_v / s.pot_ref_v
+        return v + self.ground_own * s.current + self.ground_shared * self.motor_current()
 
     def motor_current(self):
         return self.servos[0].current + self.servos[1].current

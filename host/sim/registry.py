@@ -1,7 +1,9 @@
 """Running virtual Gen0s leave a note here so `host ports` can list them.
 
 One small JSON file per running simulator, named by its pid; notes of
-processes that no longer exist are ignored and cleaned up.
+processes that no longer exist are ignored and cleaned up. A note holds pid,
+port, link and what the supervisor adds (seed, flash_dir, cpu, and faults: the
+wiring faults the board was built with, e.g. ["stuck-joint:elbow"], [] if none).
 """
 
 import json

@@ -60,6 +60,7 @@ ROM_TEXT = (
     "load:0x40080400,len:3368\r\nentry 0x400805cc\r\n"
 )
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
+BROWNOUT = b"\r\nBrownout detector was triggered\r\n\r\n"  # ESP-IDF's brownout ISR, then esp_restart_noos()
 BATCH_S = 0.001  # bytes move at most this often (a USB bridge's latency is larger)
 RTOS_TICK_S = 0.01  # FreeRTOS tick (100 Hz): a writer waiting on a full TX FIFO wakes on this grid
 GIL_SWITCH_S = 0.0005  # Python's default 5 ms would let a busy thread of this process stall every bus call
@@ -73,11 +74,13 @@ class VirtualGen0:
     speed None: real-time clock; X >= 0: virtual clock paced at X times real time (0 = flat out).
     cpu 'esp32' (the VM's work costs an ESP32's time) or 'host' (the VM's own speed); cpu_factor:
     the ESP32 model's factor at 240 MHz (0 = CPU time is free). baud 0: no UART pacing.
-    corrupt: fraction of device->host bytes with a flipped bit (seeded).
+    corrupt: fraction of device->host bytes with a flipped bit (seeded). faults: wiring faults,
+    'NAME' or 'NAME:JOINT' (host/sim/faults.py; none by default).
     """
 
     def __init__(self, flash_dir=None, preload=False, plant=None, robot=None, seed=0, speed=None,
-                 baud=115200, link=None, heap_kb=HEAP_KB, corrupt=0.0, log=None, cpu="esp32", cpu_factor=None):
+                 baud=115200, link=None, heap_kb=HEAP_KB, corrupt=0.0, log=None, cpu="esp32", cpu_factor=None,
+                 faults=()):
         if speed is not None and not 0 <= speed < 1e6:
             raise UserError(f"--speed {speed}: give a factor >= 0 (0 = as fast as possible)")
         try:
@@ -96,7 +99,7 @@ class VirtualGen0:
         self.cpu = for_host(self.cpu, host_speed(self.exe) if self.cpu.scales and self.cpu.factor else 1.0)
         robot_file = Path(robot) if robot else None
         try:
-            self.board = VirtualBoard.from_files(robot_file, plant, seed)
+            self.board = VirtualBoard.from_files(robot_file, plant, seed, faults)
         except (ValueError, OSError) as e:
             raise UserError(f"cannot build the virtual Gen0: {e}") from None
         from host.firmware_files import install_into, load_robot
@@ -161,7 +164,8 @@ class VirtualGen0:
         self._thread = threading.Thread(target=self._supervise, name="gen0-supervisor", daemon=True)
         self._thread.start()
         self._note = registry.register(self.port, self.link, seed=self.seed, flash_dir=str(self.flash_dir),
-                                       cpu=self.cpu.describe(), cpu_model=self.cpu.name)
+                                       cpu=self.cpu.describe(), cpu_model=self.cpu.name,
+                                       faults=[str(f) for f in self.board.faults])
         atexit.register(self.stop)  # no VM, pty or temporary flash outlives the process
         return self
 
@@ -216,14 +220,14 @@ class VirtualGen0:
     bus_ops = property(lambda self: self._bus_ops + (self._bus.ops if self._bus else 0))
 
     # -- boots -------------------------------------------------------------------
-    def _power_on(self, cause):
-        """Hard reset: the ROM's text, the clock from 0, main.py runs."""
+    def _power_on(self, cause, rst=None):
+        """Hard reset: the ROM's text (rst: its reset reason, else the cause's), the clock from 0, main.py runs."""
         self.clock.power_on()
         self._rtos0 = time.monotonic()
         self._cause = cause
         self._console = Console(self.version, self._enter_raw)
         termios.tcflush(self._vm_slave, termios.TCIFLUSH)  # the UART's buffer does not survive
-        self._out += ROM_TEXT.format(rst=ROM_RESET[cause]).encode()
+        self._out += ROM_TEXT.format(rst=rst or ROM_RESET[cause]).encode()
         self._spawn("friendly")
 
     def _soft_reboot(self):
@@ -285,7 +289,7 @@ class VirtualGen0:
                     self._wdt[1] = fed
                 return
             self._wdt = [arg, fed]
-        elif kind in ("reset", "soft_reset"):
+        elif kind in ("reset", "soft_reset", "brownout"):
             self._request = kind
         self._wake()
 
@@ -596,6 +600,10 @@ class VirtualGen0:
             self._hard_reset(SOFT_RESET, "the VM deadlocked")
         elif request == "wdt":
             self._hard_reset(WDT_RESET, "WDT")
+        elif request == "brownout":  # esp_reset_reason() BROWNOUT: reset_cause() PWRON_RESET (ports/esp32/modmachine.c)
+            self._out += BROWNOUT
+            self.board.power_on()
+            self._hard_reset(PWRON_RESET, "brownout", rst=ROM_RESET[SOFT_RESET])
         elif request == "soft_reset" or code >= 0:
             self._soft_reboot()
         else:
@@ -616,12 +624,12 @@ class VirtualGen0:
             os.close(self._pidfd)
             self._pidfd = None
 
-    def _hard_reset(self, cause, why):
+    def _hard_reset(self, cause, why, rst=None):
         self.hard_resets += 1
         self._rtc_us += int(self.clock.now())
         self._wdt = None
         self.log(f"hard reset ({why})")
-        self._power_on(cause)
+        self._power_on(cause, rst)
 
     def _wdt_expired(self):
         if not self._wdt:
