@@ -29,7 +29,7 @@ FAULTS = {
                               "the pots stay with their joints",
                        "a pulse on one joint moves the other joint"),
     "weak-supply": (False, "the servos and the DevKit on a weak 5 V source (a passive hub and a long thin cable, "
-                           "2.4 ohm in all)",
+                           "2.8 ohm in all)",
                     "the rail sags far more under load; both servos starting or stalling pull the ESP32's 3.3 V rail "
                     "below the brownout threshold: a hard reset (`Brownout detector was triggered`, reset_cause() "
                     "PWRON_RESET)"),
