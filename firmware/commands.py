@@ -3,8 +3,9 @@
 Handlers return the ack's data (dict -> JSON, bytes -> as they are, or None) or raise
 protocol.Refused(code, why); a ValueError is a bad argument. The host retries a command whose ack it
 missed with the same seq, so a repeat of the last line is re-acked from memory, not run twice.
-Big payloads come as an acked chunked transfer (`xfer`) into a slot: a file, the model store,
-or the trajectory that track mode follows.
+Big payloads come as a transfer (`xfer`) into a slot -- a file, the model store, or the
+trajectory that track mode follows -- their data as binary records, several in flight, each
+acked (PROTOCOL.md "Records"), or as base64 chunks, one a line.
 """
 
 import binascii
@@ -107,13 +108,15 @@ class Transfer:
         self.robot, self.slot, self.kind, self.arg = robot, slot, kind, arg
         self.size, self.crc, self.n = size, crc, 0
 
-    def put(self, offset, data):
+    def put(self, offset, src, at, n):
+        """src[at:at + n] as the bytes from offset on: they must be the next ones (E_OFFSET says which
+        offset is expected) and fit the announced size. Allocation-free where viper copies."""
         if offset != self.n:
             raise Refused(P.E_OFFSET, "expected offset %d, got %d" % (self.n, offset))
-        if self.n + len(data) > self.size:
+        if offset + n > self.size:
             raise Refused(P.E_TOO_BIG, "chunk runs past the announced %d bytes" % self.size)
-        self.buf[self.n:self.n + len(data)] = data
-        self.n += len(data)
+        P.copy(self.buf, offset, src, at, n)
+        self.n = offset + n
 
     def end(self):
         if self.n != self.size:
@@ -164,6 +167,9 @@ class Commands:
 
     def line(self, line, k, over):
         """One completed line, line[:k] (the reader's buffer, this call only); over: it ran past MAX_LINE."""
+        if line[0] == P.RECORD and not over:
+            self.record(line, k)
+            return
         if self.fast and not over and self.robot.mode.name == "direct":
             seq = self.reader.take(line, k, b"set", self.pulses)
             if seq:
@@ -177,6 +183,26 @@ class Commands:
                 return
         seq, name, args = self.reader.finish(line, k, over)
         self.run(seq, name, args, line, k)
+
+    def record(self, line, k):
+        """A transfer's binary record (PROTOCOL.md "Records"): its data stored at its offset, acked by its
+        seq. No command: no duplicate check (an offset is stored once) and no garbage collection after
+        it (records stream). Allocation-free when it is the expected one."""
+        n = self.reader.open_record(line, k)
+        if n < 0:  # corrupted or cut by dropped bytes: its seq cannot be trusted; the next record says the gap
+            self.robot.latched |= telemetry.F_RX_ERROR
+            self.port.ack(0, P.E_CRC, b"")
+            return
+        seq = self.reader.record[0]
+        t = self.transfer
+        try:
+            if t is None:
+                raise Refused(P.E_STATE, "no transfer in progress (xfer begin first)")
+            t.put(self.reader.record[1], line, P.REC_HEAD, n)
+        except Refused as e:
+            self.port.ack(seq, e.code, (b"%d" % t.n) if e.code == P.E_OFFSET else str(e).encode())
+            return
+        self.port.ack(seq, P.E_OK, b"")
 
     def repeats(self, line, k):
         """line[:k] is the line of the last command run (the host's retry)."""
@@ -321,7 +347,7 @@ class Commands:
                 raise ValueError("size must be >= 0")
             self.transfer = None  # a new begin replaces an unfinished transfer
             self.transfer = Transfer(self.robot, args[1], size, crc, self.robot.cfg["xfer_max_bytes"])
-            return {"slot": args[1], "size": size, "chunk": P.CHUNK}
+            return {"slot": args[1], "size": size, "chunk": P.CHUNK, "window": self.robot.rx_window()}
         if op == "abort":
             self.transfer = None
             return None
@@ -333,7 +359,8 @@ class Commands:
         if op == "put":
             if len(args) != 3:
                 raise ValueError("xfer put <offset> <base64>")
-            t.put(programs.integer(args[1], "offset"), P.decode_chunk(args[2]))
+            data = P.decode_chunk(args[2])
+            t.put(programs.integer(args[1], "offset"), data, 0, len(data))
             return None
         self.transfer = None  # end: finished either way; a failed one must start again
         return t.end()

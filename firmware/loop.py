@@ -199,7 +199,7 @@ class Gen0:
         self.poller = select.poll()
         self.poller.register(sys.stdin, select.POLLIN)
         self.rx_byte = bytearray(1)
-        self.rx_buf = bytearray(self.max_rx)
+        self.rx_buf = bytearray(P.RX_RING)
 
     # -- modes ---------------------------------------------------------------
     def mode_named(self, name):
@@ -311,15 +311,23 @@ class Gen0:
         self.receive()
 
     def receive(self):
-        """Up to max_rx_bytes_per_tick waiting bytes into the command reader, never blocking."""
+        """Waiting bytes into the command reader, never blocking: up to max_rx_bytes_per_tick, or a whole
+        stdin ring's worth while a transfer streams (its records come at the link's full rate, PROTOCOL.md
+        "Records"). An ESP32's stdin has no count of waiting bytes and a longer readinto blocks until it
+        is full, so each byte is one poll and one 1-byte read. The acks of what ran leave now, not a tick
+        later: the host's window moves on sooner."""
         n = 0
+        limit = P.RX_RING if self.commands.transfer else self.max_rx
         one = self.rx_byte
         buf = self.rx_buf
-        while n < self.max_rx:
-            ready = False
-            for ev in self.poller.ipoll(0):
-                ready = ev[1] & select.POLLIN
-            if not ready or self.stdin.readinto(one) != 1:
+        poller = self.poller
+        stdin = self.stdin
+        pollin = select.POLLIN
+        while n < limit:
+            ready = 0
+            for ev in poller.ipoll(0):  # method calls: a bound method taken out would allocate every tick
+                ready = ev[1] & pollin
+            if not ready or stdin.readinto(one) != 1:
                 break
             buf[n] = one[0]
             n += 1
@@ -327,6 +335,15 @@ class Gen0:
             r = self.rx_bytes - (_MASK - n) - 1
             self.rx_bytes = r if r >= 0 else r + _MASK + 1
             self.commands.feed(buf, n)
+            self.port.pump(time.ticks_us())
+
+    def rx_window(self):
+        """Bytes of transfer records the host may have sent and not seen acked (PROTOCOL.md "Records"):
+        two lines while a tick's reads keep up with the link (what arrives in one tick fills at most half
+        the stdin ring), else one ring: unacked bytes are never more than it holds."""
+        baud = self.cfg["link"]["baud"]
+        per_tick = baud // 10 * self.period_us // 1000000
+        return 2 * P.MAX_LINE if 2 * per_tick <= P.RX_RING else P.RX_RING
 
     # -- the loop ------------------------------------------------------------
     def run(self, max_ticks=0):

@@ -84,6 +84,11 @@ class Refused(Exception):
 MAX_FRAME = const(4096)  # bytes of header + payload + crc, before stuffing
 MAX_LINE = const(200)  # bytes of a command line including its newline (ESP32 stdin ring: 260)
 CHUNK = const(96)  # raw bytes per chunk line (128 base64 characters)
+RX_RING = const(260)  # the ESP32's stdin ring: what overflows it is dropped
+RECORD = const(0x23)  # '#' first on a line: a binary transfer record, not a command (PROTOCOL.md "Records")
+REC_ESC = const(0x10)  # escapes the record bytes the link must not carry: 0x01-0x05, 0x0A, itself
+REC_HEAD = const(6)  # a record's seq u16 LE and offset u32 LE, before its data
+REC_MIN = const(10)  # head + crc32
 TICKS_PERIOD = const(1 << 30)  # time.ticks_us() wraps here on the ESP32
 _COUNT_MASK = const(0x3FFFFFFF)  # the reader's counters wrap at 2**30: small ints on the ESP32
 
@@ -290,10 +295,60 @@ def copy_into(dst, k: int, src, span: int):
 """
 
 
+# A transfer record (PROTOCOL.md "Records") opened in place: line[1:k] unescaped into line[0:], then
+# crc32 of everything but the last 4 bytes checked against them (LE). Returns the unescaped length less
+# the CRC, or -1 (a bad escape, too short, the CRC does not match). A machine-word CRC under viper:
+# no big int on the ESP32. Elsewhere the same plain Python.
+RECORD_KERNEL = """
+def open_record(buf, k: int, table) -> int:
+    b = ptr8(buf)
+    t = ptr32(table)
+    i = 1
+    m = 0
+    while i < k:
+        ch = b[i]
+        if ch == 0x10:
+            i += 1
+            if i >= k:
+                return -1
+            ch = b[i] ^ 0x20
+            if ch != 0x10 and ch != 0x0A and (ch < 1 or ch > 5):
+                return -1
+        b[m] = ch
+        m += 1
+        i += 1
+    if m < 10:
+        return -1
+    m -= 4
+    c = -1
+    i = 0
+    while i < m:
+        c = t[(c ^ b[i]) & 0xFF] ^ ((c >> 8) & 0xFFFFFF)
+        i += 1
+    c = ~c
+    i = 0
+    while i < 4:
+        if b[m + i] != (c >> (8 * i)) & 0xFF:
+            return -1
+        i += 1
+    return m
+"""
+
+
 _plain_line = (emit.under("@micropython.viper", PLAIN_KERNEL, "plain_line")
                or emit.build(PLAIN_KERNEL, "plain_line", {"ptr8": emit.same, "ptr32": emit.same}))
 _copy_into = emit.under("@micropython.viper", COPY_KERNEL, "copy_into")
-del PLAIN_KERNEL, COPY_KERNEL  # ~2 KB of text the board need not keep
+_open_record = (emit.under("@micropython.viper", RECORD_KERNEL, "open_record")
+                or emit.build(RECORD_KERNEL, "open_record", {"ptr8": emit.same, "ptr32": emit.same}))
+del PLAIN_KERNEL, COPY_KERNEL, RECORD_KERNEL  # ~3 KB of text the board need not keep
+
+
+def copy(dst, k, src, i, n):
+    """dst[k:k + n] = src[i:i + n], allocation-free where viper copies (n < 256: a line's bytes)."""
+    if _copy_into and n < 256:
+        _copy_into(dst, k, src, i << 8 | n)
+    else:
+        dst[k:k + n] = src[i:i + n]
 
 
 class FrameWriter:
@@ -708,6 +763,7 @@ class CommandReader:
         self._over = False  # it ran past MAX_LINE
         self._got = None  # feed()'s items while it runs
         self._plain = array.array("i", bytes(4 * (3 + PLAIN_MAX_ARGS)))  # plain_line's out
+        self.record = array.array("i", bytes(8))  # open_record's seq and offset
         self.lines = 0  # non-empty lines seen, good or bad
         self.crc_errors = 0
         self.syntax_errors = 0
@@ -783,6 +839,20 @@ class CommandReader:
         self.lines = self.lines + 1 if self.lines < _COUNT_MASK else 0
         return out[0]
 
+    def open_record(self, line, k):
+        """The data length of the record line[:k] (its first byte RECORD), opened in place: its data is
+        then line[REC_HEAD:REC_HEAD + n], its seq and offset in self.record; -1 when it does not verify
+        (counted as a CRC error: corrupted or bytes dropped on the way). Counted as a line. Allocation-free."""
+        self.lines = self.lines + 1 if self.lines < _COUNT_MASK else 0
+        m = _open_record(line, k, _CRC_TABLE)
+        if m < REC_HEAD:
+            self.crc_errors = self.crc_errors + 1 if self.crc_errors < _COUNT_MASK else 0
+            return -1
+        rec = self.record
+        rec[0] = line[0] | line[1] << 8
+        rec[1] = line[2] | line[3] << 8 | line[4] << 16 | line[5] << 24
+        return m - REC_HEAD
+
     def _finish(self, raw, over):
         self.lines = self.lines + 1 if self.lines < _COUNT_MASK else 0
         if over:
@@ -817,6 +887,46 @@ def _parse_seq(token):
 def _leading_seq(raw):
     sp = raw.find(b" ")
     return _parse_seq(raw[:sp] if sp >= 0 else raw)
+
+
+_REC_SPECIAL = b"\x01\x02\x03\x04\x05\x0a\x10"
+
+
+def encode_record(seq, data, start=0):
+    """The record line carrying data[start:] from offset start, as much of it as fits MAX_LINE; returns
+    (line, end): it holds data[start:end]. PROTOCOL.md "Records" (the cut rule is part of the spec)."""
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= 65535:
+        raise ValueError("record seq must be an int in 1..65535, got %r" % (seq,))
+    if not 0 <= start < len(data) or len(data) >= 1 << 30:
+        raise ValueError("record start %r is not inside %d bytes of data" % (start, len(data)))
+    head = struct.pack("<HI", seq, start)
+    size = 1 + _escaped_size(head)
+    end = start
+    while end < len(data) and size + 1 + (data[end] in _REC_SPECIAL) <= MAX_LINE - 5:  # room: crc, newline
+        size += 1 + (data[end] in _REC_SPECIAL)
+        end += 1
+    while True:  # the CRC's own escapes may not fit: then one data byte less
+        crc = struct.pack("<I", binascii.crc32(data[start:end], binascii.crc32(head)))
+        if size + _escaped_size(crc) + 1 <= MAX_LINE or end == start + 1:
+            break
+        end -= 1
+        size -= 1 + (data[end] in _REC_SPECIAL)
+    out = bytearray((RECORD,))
+    for part in (head, data[start:end], crc):
+        for b in part:
+            if b in _REC_SPECIAL:
+                out.append(REC_ESC)
+                b ^= 0x20
+            out.append(b)
+    out.append(0x0A)
+    return bytes(out), end
+
+
+def _escaped_size(raw):
+    n = len(raw)
+    for b in raw:
+        n += b in _REC_SPECIAL
+    return n
 
 
 def encode_chunk(data):

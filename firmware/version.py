@@ -1,3 +1,3 @@
 """The firmware's version; the host compares it with the firmware it ships (`host flash` updates)."""
 
-FIRMWARE_VERSION = "0.2.0"
+FIRMWARE_VERSION = "0.3.0"

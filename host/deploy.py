@@ -1,9 +1,10 @@
 """Deploy: a model blob onto the running robot over the live link, then proof that it computes
 exactly what the host's reference does.
 
-The blob travels as an acked chunked transfer (`xfer begin model`, `xfer put` per CHUNK bytes,
-each acked before the next: the ESP32's 260-byte RX ring cannot take more; `xfer end`). The
-device checks it, stores it (temp file + renames, the previous one kept) and swaps it in
+The blob travels as a windowed transfer (`xfer begin model`, binary records with their own CRC,
+as many in flight as the board's window says: the ESP32 drops what overflows its 260-byte RX
+ring; a gap or a lost record sends the rest again from the board's offset; `xfer end` checks the
+whole). The device checks it, stores it (temp file + renames, the previous one kept) and swaps it in
 between ticks: no reboot, no mpremote. The parity check sends random int8 input rows with
 `mtest` and compares the device's int8 outputs with host.export.reference bit for bit.
 The same transfer carries a target trajectory for track mode (slot `traj`).
@@ -11,6 +12,7 @@ The same transfer carries a target trajectory for track mode (slot `traj`).
 
 import time
 import zlib
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,8 @@ from polyniod_firmware import protocol as P
 BLOB_NAME = "model.bin"  # inside a models/NAME directory
 ACK_DATA = 1021  # bytes of data an ack carries (firmware telemetry.ACK_MAX_PAYLOAD - 3)
 END_TIMEOUT = 5.0  # s: `xfer end` checks, writes flash and builds the model
+RECORD_TIMEOUT = 0.5  # s: a record's ack overdue -> send again from the last acked offset
+MAX_RESENDS = 8  # going back this many times in a row without the board taking a byte: give up
 
 
 def read_blob(path):
@@ -48,19 +52,16 @@ def physical_seconds(n_bytes, baud):
     return n_bytes * 10 / baud
 
 
-def transfer(link, slot, data, progress=None):
-    """Send data into a device slot in acked chunks; the `xfer end` ack data (a dict).
+def transfer(link, slot, data, progress=None, window=None):
+    """Send data into a device slot; the `xfer end` ack data (a dict).
 
-    progress(sent, total) is called after every acked chunk. A refusal raises CommandError
-    (after an `xfer abort`, so the board holds no half transfer)."""
+    Records go out while the bytes unacked stay within the board's window (its `xfer begin` ack;
+    `window` overrides it, for tests). progress(acked, total) is called after every acked record.
+    A refusal raises CommandError (after an `xfer abort`, so the board holds no half transfer)."""
     data = bytes(data)
-    link.request("xfer", "begin", slot, len(data), "%08x" % zlib.crc32(data))
+    begin = link.request_json("xfer", "begin", slot, len(data), "%08x" % zlib.crc32(data))
     try:
-        for offset in range(0, len(data), P.CHUNK):
-            chunk = data[offset:offset + P.CHUNK]
-            link.request("xfer", "put", offset, P.encode_chunk(chunk))
-            if progress:
-                progress(offset + len(chunk), len(data))
+        _stream(link, data, window or begin["window"], progress)
         return link.request_json("xfer", "end", timeout=END_TIMEOUT, retries=1)
     except DeviceError:
         if not link.error:
@@ -69,6 +70,44 @@ def transfer(link, slot, data, progress=None):
             except DeviceError:
                 pass
         raise
+
+
+def _stream(link, data, limit, progress):
+    """Go-back-N over records: the board stores only the record at its offset and acks in order, so an
+    ok ack confirms everything before it; a gap (E_OFFSET, data: the offset it expects) or an overdue
+    ack (a record lost whole, or its ack) sends the rest again from where the board is. A loss also
+    halves the window (a board that drains slower than promised: a busy tick, a lower rate), each ack
+    widens it again up to `limit`, so bytes still in flight cannot keep its ring overflowing."""
+    acked = pos = 0
+    window = limit
+    flight = deque()  # (seq, end, wire bytes) of the records sent and not yet acked, oldest first
+    unacked = resends = 0
+    while acked < len(data):
+        while pos < len(data) and (not flight or unacked + P.MAX_LINE <= window):
+            seq, pos, size = link.send_record(data, pos)
+            flight.append((seq, pos, size))
+            unacked += size
+        seq, end, size = flight[0]
+        ack = link.wait_ack(seq, RECORD_TIMEOUT)
+        if ack is not None and ack[0] == P.E_OK:
+            flight.popleft()
+            unacked -= size
+            acked, resends = end, 0
+            window = min(limit, window + P.MAX_LINE // 4)
+            if progress:
+                progress(acked, len(data))
+            continue
+        if ack is not None and ack[0] != P.E_OFFSET:
+            raise CommandError("xfer", ack[0], ack[1].decode("utf-8", "replace"))
+        resends += 1
+        if resends > MAX_RESENDS:
+            raise DeviceError(f"the board took no data at offset {acked} of {len(data)} in {MAX_RESENDS} resends: "
+                              f"is the firmware still running?")
+        link.forget(seq for seq, _, _ in flight)
+        flight.clear()
+        unacked = 0
+        window = max(P.MAX_LINE, window // 2)
+        pos = acked = int(ack[1]) if ack is not None else acked
 
 
 def send_trajectory(link, targets_deg):

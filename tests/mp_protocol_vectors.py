@@ -147,6 +147,22 @@ def run(vectors, P):
     out["chunks"] = [[P.encode_chunk(unhex(v["data"])), hexs(P.decode_chunk(v["arg"]))] for v in vectors["chunks"]]
     out["chunk_errors"] = [raises_value_error(P.decode_chunk, arg) for arg in vectors["chunk_errors"]]
     out["chunk_too_big"] = raises_value_error(P.encode_chunk, bytes(P.CHUNK + 1))
+    out["records"] = []
+    for v in vectors["records"]:
+        line, end = P.encode_record(v["seq"], unhex(v["data"]), v["start"])
+        out["records"].append([hexs(line), end])
+    out["record_errors"] = [raises_value_error(P.encode_record, 0, b"x", 0), raises_value_error(P.encode_record, 1, b"x", 1),
+                            raises_value_error(P.encode_record, 1, b"", 0)]
+    out["records_opened"] = []
+    reader = P.CommandReader()
+    for v in vectors["records_opened"]:
+        line = bytearray(unhex(v["line"]) + b"junk")  # bytes past k must be ignored
+        n = reader.open_record(line, len(line) - 4)
+        got = [n]
+        if n >= 0:
+            got += [reader.record[0], reader.record[1], hexs(line[P.REC_HEAD:P.REC_HEAD + n])]
+        out["records_opened"].append(got)
+    out["records_counted"] = [reader.lines, reader.crc_errors]
     return out
 
 

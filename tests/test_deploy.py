@@ -251,6 +251,67 @@ def test_the_board_boots_with_the_last_deployed_model(gen0, link):
     assert parity(link, Reference(last), 48)["mismatches"] == 0
 
 
+def test_a_windowed_transfer_stores_the_exact_bytes(gen0, link):
+    """Records in flight up to the board's window, every byte value (the link's control bytes escaped)."""
+    data = bytes(range(256)) * 12 + b"\x03\x0a\x10\x01\x04" * 200
+    seen = []
+    ack = transfer(link, "file:all.bin", data, progress=lambda acked, total: seen.append((acked, total)))
+    assert ack == {"slot": "file:all.bin", "size": len(data), "crc": "%08x" % zlib.crc32(data)}
+    assert (gen0.flash_dir / "all.bin").read_bytes() == data
+    assert seen[-1] == (len(data), len(data)) and [a for a, _ in seen] == sorted(a for a, _ in seen)
+    assert gen0.rx_dropped == 0 and link.request_json("status")["rx"]["crc"] == 0
+
+
+def test_records_a_full_ring_dropped_are_sent_again(gen0, link):
+    """A window larger than the board can drain at 20 Hz (576 bytes a tick reach a 260-byte ring): bytes are
+    dropped, the damaged records refused, and going back to the board's offset still lands the exact bytes."""
+    link.request("rate", 20)
+    data = bytes((i * 131 + 7) & 0xFF for i in range(3000))
+    assert transfer(link, "file:dropped.bin", data, window=3000)["size"] == len(data)
+    assert (gen0.flash_dir / "dropped.bin").read_bytes() == data
+    assert gen0.rx_dropped > 0 and link.request_json("status")["rx"]["crc"] > 0
+
+
+def abort_at(link, fraction):
+    """A progress callback that, past `fraction` of the data, sends `xfer abort` (another host's, say)."""
+    def progress(acked, total):
+        if acked >= fraction * total and not progress.done:
+            progress.done = True
+            link.request("xfer", "abort")
+    progress.done = False
+    return progress
+
+
+def test_a_refusal_mid_transfer_keeps_the_active_model(gen0, link):
+    old, new = gen0_blob(seed=50), gen0_blob(seed=51)
+    deploy(link, old, Reference(old), checks=0)
+    with pytest.raises(DeviceError, match="no transfer in progress") as refused:
+        deploy(link, new, Reference(new), checks=0, progress=abort_at(link, 0.3))
+    assert "keeps running model %08x" % Reference(old).model_id in str(refused.value)
+    status = link.request_json("status")
+    assert status["model"] == "%08x" % Reference(old).model_id and status["transfer"] is None
+    assert (gen0.flash_dir / "model.bin").read_bytes() == old and not (gen0.flash_dir / "model.tmp").exists()
+    assert parity(link, Reference(old), 48)["mismatches"] == 0
+
+
+def test_ctrl_c_stops_the_firmware_mid_transfer(gen0, link):
+    """The records never carry 0x03, so a Ctrl-C reaches the board as one: the firmware stops (a
+    KeyboardInterrupt), the transfer fails, and the board started again runs its previous model."""
+    old, new = gen0_blob(seed=52), gen0_blob(seed=53)
+    deploy(link, old, Reference(old), checks=0)
+
+    def ctrl_c(acked, total):
+        if acked >= total // 3 and not ctrl_c.sent:
+            ctrl_c.sent = True
+            link.send_raw(b"\x03")
+    ctrl_c.sent = False
+    with pytest.raises(DeviceError):
+        transfer(link, "model", new, progress=ctrl_c)
+    assert ctrl_c.sent and "KeyboardInterrupt" in link.device_text()
+    assert running(link)[0] == "%08x" % Reference(old).model_id  # connect() soft-resets into main.py
+    assert (gen0.flash_dir / "model.bin").read_bytes() == old
+
+
 def test_read_blob_checks_locally(tmp_path):
     blob = gen0_blob()
     (tmp_path / "m").mkdir()

@@ -310,6 +310,60 @@ def command_lines(*commands):
     return b"".join(P.encode_command(seq, name, [str(a) for a in args]) for seq, name, *args in commands)
 
 
+def records_of(data, first_seq, start=0):
+    """The host's records of data from offset start on: [(seq, start, end, line)]."""
+    out, seq = [], first_seq
+    while start < len(data):
+        line, end = P.encode_record(seq, data, start)
+        out.append((seq, start, end, line))
+        start, seq = end, seq + 1
+    return out
+
+
+def ack_list(frames):
+    return [P.parse_ack(f[3]) for f in frames if f[0] == P.T_ACK]
+
+
+def test_records_land_in_order_and_a_gap_says_where_the_board_is(tmp_path):
+    """Records as the host's go-back-N sends them: a damaged one (a flipped bit, or bytes a full ring
+    dropped) is refused with seq 0, the next says the offset the board expects (E_OFFSET, its data),
+    the rest sent again from there lands the exact bytes; a stale one is refused the same way."""
+    blob = bytes((i * 7 + 3) & 0xFF for i in range(700)) + b"\x03\x0a\x10\x01" * 40
+    first = records_of(blob, 20)
+    damaged = bytearray(first[1][3])
+    damaged[10] ^= 4
+    again = records_of(blob, 40, first[1][1])
+    lines = command_lines((1, "xfer", "begin", "file:rec.bin", len(blob), "%08x" % zlib.crc32(blob)))
+    lines += first[0][3] + bytes(damaged) + first[2][3] + b"".join(r[3] for r in again)
+    lines += first[1][3] + command_lines((2, "xfer", "end")) + first[0][3]
+    body = "import loop, config\nr = loop.Gen0(config.load())\nr.run(400)\n"
+    acks = ack_list(frames_of(run_on_vm(tmp_path, body, stdin=lines, robot=dict(ROBOT, loop=dict(ROBOT["loop"], rate_hz=1000)))))
+    begin = json.loads(acks[0][2])
+    assert acks[0][:2] == (1, P.E_OK) and begin["window"] >= P.MAX_LINE
+    assert acks[1] == (20, P.E_OK, b"") and acks[2] == (0, P.E_CRC, b"")
+    assert acks[3] == (22, P.E_OFFSET, b"%d" % first[1][1])  # the gap: where the board is
+    assert acks[4:4 + len(again)] == [(seq, P.E_OK, b"") for seq, *_ in again]
+    rest = acks[4 + len(again):]
+    assert rest[0] == (21, P.E_OFFSET, b"%d" % len(blob))  # stale: the board has it all
+    assert rest[1][:2] == (2, P.E_OK) and json.loads(rest[1][2])["size"] == len(blob)
+    assert rest[2][:2] == (20, P.E_STATE)  # no transfer any more
+    assert (tmp_path / "rec.bin").read_bytes() == blob
+
+
+def test_a_record_stores_without_allocating(tmp_path):
+    blob = bytes(range(256)) * 8
+    recs = records_of(blob, 100)
+    begin = command_lines((1, "xfer", "begin", "file:a.bin", len(blob), "%08x" % zlib.crc32(blob)))
+    body = ("import gc, loop, config\nr = loop.Gen0(config.load())\nlines = %r\n"
+            "for i in range(2):\n    r.commands.feed(lines[i], len(lines[i]))\n"  # the begin, and a first record
+            "gc.collect()\nbefore = gc.mem_alloc()\n"
+            "for i in range(2, len(lines)):\n    r.commands.feed(lines[i], len(lines[i]))\n"
+            "print('ALLOC', gc.mem_alloc() - before, r.commands.transfer.n)\n") % ([begin] + [bytearray(r[3]) for r in recs],)
+    text = run_on_vm(tmp_path, body).decode("latin-1")
+    allocated, stored = text[text.index("ALLOC"):].split()[1:3]
+    assert (int(allocated), int(stored)) == (0, len(blob))
+
+
 def test_commands_are_acked_and_telemetry_decodes_by_schema(tmp_path):
     blob = bytes(range(256)) * 3
     chunks = [blob[i:i + P.CHUNK] for i in range(0, len(blob), P.CHUNK)]

@@ -189,6 +189,23 @@ def test_a_late_ack_is_not_kept_for_a_later_command(board):
         assert link.request("ping", "b") == b"b"
 
 
+def test_sends_in_flight_are_waited_for_or_forgotten(board):
+    """The windowed transfer's side of the Link: wait_ack for an ack of something sent without waiting,
+    None when it does not come in time, and forget() drops the acks of what was given up."""
+    with Link("fake") as link:
+        link.request("ping", "a")
+        first, second = link.send("ping", "1"), link.send("ping", "2")
+        assert link.wait_ack(first, 2) == (P.E_OK, b"1")
+        link.forget([second])
+        board.idle()
+        assert link.take_ack(second) is None and link._acks == {}
+        board.booting = True
+        third = link.send("ping", "3")
+        assert link.wait_ack(third, 0.05) is None
+        board.booting = False
+        assert link.wait_ack(third, 2) == (P.E_OK, b"3")
+
+
 def test_firmware_older_than_the_host_is_named(board, monkeypatch):
     """A board whose `ping` does not echo the token cannot open a connection: the error says reflash."""
     run = FakeBoard.run
