@@ -43,7 +43,7 @@ class Mpu6050:
                                    freq=cfg["i2c_freq"])
             who = self.i2c.readfrom_mem(self.addr, WHO_AM_I, 1)[0]
         except OSError as e:
-            self.error = "no MPU-6050 answers on %s (%s): check its wiring and power" % (where, e)
+            self.error = "no MPU-6050 answers on %s (%s); %s" % (where, e, self._scan())
             return
         if who != MPU6050_ID:
             self.error = "the chip on %s says WHO_AM_I=0x%02x, an MPU-6050 says 0x68" % (where, who)
@@ -58,6 +58,18 @@ class Mpu6050:
             self.error = "MPU-6050 on %s refused its configuration (%s)" % (where, e)
             return
         self.ok = True
+
+    def _scan(self):
+        """What does answer on the bus, in words: an MPU-6050 at the other address (AD0), or nothing at all."""
+        try:
+            found = self.i2c.scan()
+        except Exception:  # a bus that cannot even scan says nothing more
+            found = []
+        if not found:
+            return "nothing answers on the bus: check its wiring and power"
+        return "the bus answers at %s%s" % (", ".join("0x%02x" % a for a in found),
+                                             " (AD0 high: set imu.addr to %d)" % found[0] if len(found) == 1 and
+                                             found[0] in (0x68, 0x69) else "")
 
     def _set(self, reg, value):
         self.i2c.writeto_mem(self.addr, reg, bytes((value,)))

@@ -42,6 +42,7 @@ class Recorder:
         self.telemetry = 0  # telemetry frames received
         self.first_t = self.last_t = None  # host times of the first and last of them
         self.latest = None  # payload of the newest one
+        self.on_telemetry = None  # on_telemetry(host_time, seq, t_us, payload) for each, as the recording loop takes it
         self.fault = None  # why the recording could not go on
         self.summary = None
         self.closed = False
@@ -163,10 +164,12 @@ class Recorder:
         link = self.link
         try:
             while True:
-                now, _seq, _t_us, payload = link.telemetry.get_nowait()
+                now, seq, t_us, payload = link.telemetry.get_nowait()
                 self.telemetry += 1
                 self.first_t = self.first_t or now
                 self.last_t, self.latest = now, payload
+                if self.on_telemetry:
+                    self.on_telemetry(now, seq, t_us, payload)
         except queue.Empty:
             pass
         finished = False
@@ -285,8 +288,10 @@ def collect(port, program="steps", seed=None, params=None, duration=None, name=N
             raise UserError(f"--program {program}: {e}") from None
     header = {"program": {"name": program, "params": given, "seed": seed}}
     rec = Recorder(port, out, name, header, progress, say)
-    rec.start()
+    hello = rec.start()
     with rec:
+        if hello.check_warning():
+            rec.say(f"warning: {hello.check_warning()}")
         rec.say(f"recording {rec.path} from {port}")
         if program != "idle":
             reason = rec.run("program", program, [f"{k}={v}" for k, v in given.items()], stop)

@@ -84,7 +84,7 @@ class Demo:
         self.collect_s, self.epochs, self.seconds, self.names = collect_s, epochs, seconds, list(trajectories)
         self.flash, self.say = flash, say
         self.dir = run_dir(out)
-        self.total = 5 + (port is None) + flash
+        self.total = 6 + (port is None) + flash
         self.steps = {}  # name -> seconds, of the steps done
         self.facts = {"run_dir": str(self.dir), "seed": seed, "plant": plant, "port": port,
                       "started": datetime.now().isoformat(timespec="seconds")}
@@ -162,10 +162,21 @@ class Demo:
             self.step("flash", f"flashing the firmware onto {port} with mpremote ...")
             hello = flash_firmware(port, say=self.note)
             self.done(firmware=hello.fw, board_id=hello.board_id, micropython=hello.micropython)
+        self._check(port)
         sessions = self._collect(port)
         model = self._train(sessions)
         self._deploy(port, model)
         self._evaluate(port, sessions)
+
+    def _check(self, port):
+        from host.check import FAIL, check  # numpy and the recorder: loaded when the demo gets here
+
+        self.step("check", f"checking the robot on {port} (link, IMU, each joint, its range, the supply) ...")
+        result = check(port, self.dir / "sessions", say=self.note, plot=self.dir / "check.png", write=True)
+        self.done(verdict=result["verdict"], steps={s["step"]: s["verdict"] for s in result["steps"]},
+                  session=result["session"])
+        if result["verdict"] == FAIL:
+            raise DeviceError("the robot failed `host check` (above): fix what it says, then run the demo again")
 
     def _collect(self, port):
         plans = excitation(self.collect_s, self.seed + 1)
@@ -257,6 +268,7 @@ class Demo:
             steps.append(("sim", f"host sim --seed {self.seed}" + (f" --plant {shlex.quote(self.plant)}" if self.plant else "")
                           + f" --link {port} &"))
         steps.append(("flash", f"host flash --port {port}"))
+        steps.append(("check", f"host check --port {port} --write --out {d}/sessions --plot {d}/check.png"))
         names = []
         for name, plan in excitation(self.collect_s, self.seed + 1).items():
             for program, params in plan:
@@ -277,7 +289,7 @@ class Demo:
         empty (sim, flash), and the evaluation runs the deployed model; train and eval read the sessions
         the demo recorded when its collect step finished."""
         stop = self.facts["stopped"]
-        order = ["sim", "flash", "collect", "train", "deploy", "eval", "report"]
+        order = ["sim", "flash", "check", "collect", "train", "deploy", "eval", "report"]
         first = order.index(stop["name"]) + stop["after"] if stop["name"] in order else 0
         if first > order.index("eval"):
             return []  # every step ran: their figures are in demo.json

@@ -106,7 +106,7 @@ def write_report(demo):
 
 
 def stop_text(stop):
-    """"at step 3/7 (collect): interrupted by the user" from demo.json's "stopped"."""
+    """"at step 4/8 (collect): interrupted by the user" from demo.json's "stopped"."""
     where = f"step {stop['step']}/{stop['of']} ({stop['name']})" if stop["step"] else "the start"
     return ("after " if stop["after"] else "at ") + where + ": " + stop["reason"]
 
@@ -134,6 +134,9 @@ def _what(step, f):
         return f"port `{f.get('port')}`, MicroPython {f.get('micropython')}"
     if step == "flash":
         return f"firmware {f.get('firmware')} running (mpremote)"
+    if step == "check":
+        bad = [f"{k} {v}" for k, v in (f.get("steps") or {}).items() if v != "PASS"]
+        return f"{f.get('verdict')}" + (f" ({', '.join(bad)})" if bad else ": every step") + " ([plot](check.png))"
     if step == "collect":
         return "; ".join(
             f"{c['name']}: " + ", then ".join(f"{p} {v['duration_ms'] / 1000:g} s" for p, v in c["plan"])

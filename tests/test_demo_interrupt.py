@@ -1,7 +1,7 @@
 """A demo cut short (Ctrl-C, an error in a step) leaves report.md and demo.json that say where it stopped,
 what it kept and how to go on (issue 11); a demo that ran through labels its figures for a newcomer.
 
-In-process: the step runner with stand-in steps, one of which fails or is interrupted, for each of the 7
+In-process: the step runner with stand-in steps, one of which fails or is interrupted, for each of the 8
 steps. As a user sees it: `host demo` at small scale, Ctrl-C to its process group as a step starts."""
 
 import json
@@ -20,7 +20,7 @@ from host.errors import DeviceError, UserError
 from host.link.hello import Hello
 from host.report import PULSE_VS_TRACKING
 
-STEPS = ["sim", "flash", "collect", "train", "deploy", "eval", "report"]
+STEPS = ["sim", "flash", "check", "collect", "train", "deploy", "eval", "report"]
 JOINTS = ("shoulder", "elbow")
 ROWS = {"train": 600, "val": 160, "dropped": {"not_driven": 3, "edges": 400, "split_gap": 0, "nan": 0}}  # 35 % left out
 
@@ -81,7 +81,7 @@ def fake_demo(monkeypatch, tmp_path, fails=None, interrupt=None):
 
     def say(text):
         said.append(text)
-        if interrupt and text.startswith(f"[{STEPS.index(interrupt) + 1}/7]"):
+        if interrupt and text.startswith(f"[{STEPS.index(interrupt) + 1}/{len(STEPS)}]"):
             raise KeyboardInterrupt
 
     sim = type("Sim", (FakeSim,), {"failed": "it panicked" if fails == "sim" else None})
@@ -102,6 +102,7 @@ def fake_demo(monkeypatch, tmp_path, fails=None, interrupt=None):
     session = {"name": "excitation", "path": str(tmp_path / "run" / "sessions" / "collect.session"),
                "plan": [("chirp", {"duration_ms": 8000})], "telemetry_frames": 1600, "drops": 0, "crc_errors": 0,
                "rate_hz": 200.0, "link_utilisation": 0.4}
+    monkeypatch.setattr(Demo, "_check", stand_in("check", fails, facts={"verdict": "PASS", "steps": {"link": "PASS"}}))
     monkeypatch.setattr(Demo, "_collect", stand_in("collect", fails, result=[], facts={"sessions": [session]}))
     if fails == "deploy":  # the real step: no board at the port
         monkeypatch.setattr(demo_mod, "read_blob", lambda _: (b"\0" * 100, None))
@@ -126,7 +127,7 @@ def check_stopped(out, step, reason):
     their figures, the files kept, the commands that finish it."""
     n = STEPS.index(step) + 1
     report = (out / "report.md").read_text()
-    assert report.splitlines()[2].startswith(f"**Stopped at step {n}/7 ({step}): {reason}"), report[:400]
+    assert report.splitlines()[2].startswith(f"**Stopped at step {n}/{len(STEPS)} ({step}): {reason}"), report[:400]
     done = [line.split("|")[1].strip() for line in report.splitlines() if line.startswith("| ")
             and line.split("|")[1].strip() in STEPS]
     assert done == STEPS[:n - 1], report  # the steps done, in order, and none after
@@ -149,13 +150,13 @@ def test_a_demo_stopped_at_any_step_reports_where_what_it_kept_and_how_to_go_on(
         demo.run()
     reason = "interrupted by the user" if how == "interrupt" else f"error: {e.value}"
     report, facts, finish = check_stopped(tmp_path / "run", step, reason)
-    assert said[-1].startswith(f"stopped at step {STEPS.index(step) + 1}/7 ({step})") and str(demo.dir / "report.md") in said[-1]
+    assert said[-1].startswith(f"stopped at step {STEPS.index(step) + 1}/{len(STEPS)} ({step})") and str(demo.dir / "report.md") in said[-1]
     commands = finish.split("```sh")[1].split("```")[0] if step != "report" else ""
     if step == "report":
         assert "Every step ran" in finish
     else:  # the steps from the one that stopped on, after a fresh virtual board's firmware (and model)
         assert "host sim --seed 0" in commands and "host flash" in commands
-        expect = {"sim": "host sim", "flash": "host flash", "collect": "host collect", "train": "host train",
+        expect = {"sim": "host sim", "flash": "host flash", "check": "host check", "collect": "host collect", "train": "host train",
                   "deploy": "host deploy", "eval": "host eval"}
         for later in STEPS[STEPS.index(step):-1]:
             assert expect[later] in commands, (later, commands)
@@ -210,7 +211,7 @@ def test_ctrl_c_during_a_step_of_a_real_demo(tmp_path, step, after_s):
     try:
         for line in proc.stdout:
             said.append(line)
-            if line.startswith(f"[{n}/7]"):
+            if line.startswith(f"[{n}/{len(STEPS)}]"):
                 time.sleep(after_s)
                 os.killpg(proc.pid, signal.SIGINT)
                 break
@@ -223,7 +224,7 @@ def test_ctrl_c_during_a_step_of_a_real_demo(tmp_path, step, after_s):
     assert proc.returncode == 130, "".join(said)[-2000:] + "".join(err)[-2000:]
     assert "Traceback" not in "".join(err) and err[-1].strip() == "interrupted", "".join(err)[-2000:]
     report, facts, finish = check_stopped(out, step, "interrupted by the user")
-    assert f"stopped at step {n}/7 ({step})" in "".join(said)
+    assert f"stopped at step {n}/{len(STEPS)} ({step})" in "".join(said)
     assert "sessions/excitation.session" in facts["files"]  # cut short or whole, it stays
     if step == "eval":
         assert "model/model.bin" in facts["files"] and "host eval" in finish and "host deploy" in finish

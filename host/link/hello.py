@@ -82,6 +82,25 @@ class Hello(Mapping):
         raise KeyError(f"the board has no joint {name!r} (its joints: {', '.join(self.joints)})")
 
     @property
+    def checked(self):
+        """The last `host check --write` stored in the robot description ({"verdict", "date", ...}), or None."""
+        record = self.robot.get("check")
+        return record if isinstance(record, dict) else None
+
+    def check_warning(self):
+        """One line when this board has never passed `host check` (no check stored, or its last one failed), else
+        None: data from a miswired robot teaches a model the wiring fault."""
+        record = self.checked
+        if record is None:
+            return (f"board {self.board_id} has never passed `host check`: run `host check --port PORT --write` "
+                    "to find wiring faults (swapped pots, a reversed servo, a weak supply) before you rely on its data")
+        if record.get("verdict") == "FAIL":
+            bad = ", ".join(k for k, v in (record.get("steps") or {}).items() if v == "FAIL")
+            return (f"board {self.board_id} failed its last `host check` ({record.get('date', '?')}: {bad or '?'}): "
+                    "fix what it said, then `host check --port PORT --write`")
+        return None
+
+    @property
     def baud(self):
         """The link's baud rate: the robot description's, else the default every board starts with."""
         return (self.robot.get("link") or {}).get("baud") or DEFAULT_BAUD

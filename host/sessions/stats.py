@@ -101,22 +101,28 @@ def nominal_deg(joint, pulses_us):
 
 def activities(session):
     """[(first row, label)] of each stretch of one mode: the program the markers name for `program`
-    (`chirp`, `steps`), the controller for `track`, else the mode (`idle`, `direct`)."""
+    (`chirp`, `steps`), the controller for `track`, the `host check` step for `direct` in a check, else
+    the mode (`idle`, `direct`)."""
     c = session.columns
     if not len(session):
         return []
     modes = session.hello.modes if session.hello else []
     started = [(t, m) for t, m in session.markers if m.get("event") in ("program started", "track started")]
+    steps = [(t, m["step"]) for t, m in session.markers if m.get("event") == "check step" and m.get("step")]
     mode = np.asarray(c["mode"]).astype(int)
-    firsts = np.flatnonzero(np.concatenate(([True], (mode[1:] != mode[:-1]) | (c["segment"][1:] != c["segment"][:-1]))))
+    change = np.concatenate(([True], (mode[1:] != mode[:-1]) | (c["segment"][1:] != c["segment"][:-1])))
+    change[np.searchsorted(c["t_host"], [t for t, _ in steps]).clip(0, len(change) - 1)] = True
     out = []
-    for row in firsts.tolist():
+    for row in np.flatnonzero(change).tolist():
         label = modes[mode[row]] if 0 <= mode[row] < len(modes) else f"mode {mode[row]}"
         before = [m for t, m in started if t <= c["t_host"][row]]
+        step = [s for t, s in steps if t <= c["t_host"][row]]
         if label == "program" and before and before[-1].get("program"):
             label = before[-1]["program"]
         elif label == "track" and before and before[-1].get("controller"):
             label = f"track ({before[-1]['controller'].get('name')})"
+        elif label == "direct" and step:
+            label = step[-1]
         out.append((row, label))
     return out
 
@@ -125,6 +131,16 @@ def when(session, row):
     """{"t_s": seconds since the first frame, "row", "doing": the activity then} of a telemetry row."""
     doing = [label for first, label in activities(session) if first <= row]
     return {"t_s": round(float(timeline(session)[row]), 3), "row": int(row), "doing": doing[-1] if doing else None}
+
+
+def check_warnings(sessions):
+    """One line per board of the sessions that has never passed `host check` (Hello.check_warning)."""
+    lines = {}
+    for s in sessions:
+        for seg in s.segments:
+            if seg["hello"] and seg["hello"].check_warning():
+                lines.setdefault(seg["hello"].board_id, seg["hello"].check_warning())
+    return list(lines.values())
 
 
 def robot_of(sessions):

@@ -19,6 +19,7 @@ from host.errors import UserError
 from host.export.quantize import export, int8_error
 from host.export.reference import Reference
 from host.sessions import Session, find_session, load
+from host.sessions.stats import check_warnings
 from host.train import checkpoint as ckpt
 from host.train.dataset import from_sessions, normalisation, output_label, synthetic, task_for
 from host.train.fit import Config, History, auto_batch, device_for, fit, predict, rmse
@@ -36,6 +37,8 @@ def train(task, sessions=(), out=None, progress=True, ahead=None, device=None, *
     started = time.perf_counter()
     device = _device(device)
     loaded = _load_sessions(sessions)
+    for line in check_warnings(loaded):
+        print(f"warning: {line}", file=sys.stderr)
     t = task_for(task, loaded, **({} if ahead is None else {"ahead": ahead}))
     config = _config(t, settings)
     data = synthetic(t, config.seed) if t.data else from_sessions(loaded, t)
