@@ -11,6 +11,11 @@ MAX_BAUD = 20_000_000  # beyond any UART an ESP32 drives (5 Mbaud) with margin
 DAY_S = 86400.0
 
 
+def add_sessions_dir(p, option="--out", role=""):
+    """The sessions directory option, one wording and one default everywhere."""
+    p.add_argument(option, metavar="DIR", help=f"sessions directory{role} (default $POLYNIOD_SESSIONS or ./sessions)")
+
+
 def seconds(option, value, low=0.0, high=DAY_S, what="seconds", hint=""):
     """A float option that is a time: finite, low < value <= high (low itself refused); None passes."""
     if value is None:

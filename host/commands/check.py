@@ -3,6 +3,7 @@
 import json
 import sys
 
+from host.commands import add_sessions_dir
 from host.commands.ports import add_port, board_port
 from host.signals import with_stop_signals
 
@@ -16,8 +17,7 @@ def add_parser(sub):
                     "supply under load. Every step prints PASS, WARN or FAIL with what was measured and what to do. The "
                     "check is recorded as a session. Ctrl-C stops it and the joints.")
     add_port(p)
-    p.add_argument("--out", metavar="DIR", help="sessions directory for the check's recording "
-                                               "(default $POLYNIOD_SESSIONS or ./sessions)")
+    add_sessions_dir(p, role=" for the check's recording")
     p.add_argument("--plot", metavar="FILE.png", help="write the check's moves: commanded vs measured per joint, the IMU")
     p.add_argument("--write", action="store_true",
                    help="store what was measured (limits where a joint stopped, a pot's direction, the check's verdict) "

@@ -3,6 +3,7 @@
 import json
 
 from host.collect import collect
+from host.commands import add_sessions_dir
 from host.commands.ports import add_port, board_port
 from host.errors import UserError
 from host.signals import with_stop_signals
@@ -18,7 +19,7 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, help="the program's seed (steps, prbs; default: the program's own)")
     p.add_argument("--param", action="append", default=[], metavar="K=V", help="a program parameter (repeatable)")
     p.add_argument("--name", help="session name (default: from the date and time)")
-    p.add_argument("--out", metavar="DIR", help="sessions directory (default $POLYNIOD_SESSIONS or ./sessions)")
+    add_sessions_dir(p)
     p.add_argument("--json", action="store_true", help="print the final summary as JSON on stdout")
     p.set_defaults(run=run)
 

@@ -3,6 +3,7 @@
 import json
 import sys
 
+from host.commands import add_sessions_dir
 from host.commands.ports import add_port, board_port
 from host.errors import UserError
 from host.evaluate import (CONTROLLERS, SECONDS, TRAJECTORIES, calibrate, check_lin, check_plan, evaluate, plot, public, table,
@@ -24,7 +25,7 @@ def add_parser(sub):
                      help="sessions to fit the linear calibration on (default: the deployed model's training sessions)")
     cal.add_argument("--linear", metavar="A0,B0,A1,B1", help="the linear calibration itself: pulse_j = a_j + b_j * deg")
     p.add_argument("--models", default="models", metavar="DIR", help="where to look up the deployed model")
-    p.add_argument("--out", metavar="DIR", help="sessions directory for the runs (default $POLYNIOD_SESSIONS or ./sessions)")
+    add_sessions_dir(p, role=" for the runs")
     p.add_argument("--plot", metavar="FILE.png", help="write target vs measured per trajectory and controller")
     p.add_argument("--json", action="store_true", help="print every figure as JSON on stdout")
     p.set_defaults(run=run)

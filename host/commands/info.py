@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from host.commands import add_sessions_dir
 from host.link.hello import Hello
 from host.sessions import find_session, load
 from host.table import duration
@@ -17,7 +18,7 @@ SHOWN_LOGS = 20
 def add_parser(sub):
     p = sub.add_parser("info", help="show one recorded session in detail")
     p.add_argument("session", metavar="SESSION", help="a session file, or a name in the sessions directory")
-    p.add_argument("--dir", help="sessions directory (default: $POLYNIOD_SESSIONS or ./sessions)")
+    add_sessions_dir(p, "--dir")
     p.add_argument("--json", action="store_true", help="print everything as one JSON object")
     p.set_defaults(run=run)
 

@@ -4,13 +4,14 @@ or onto a robot (--to-port)."""
 import json
 import sys
 
+from host.commands import add_sessions_dir
 from host.errors import UserError
-from host.signals import with_stop_signals
 from host.predict import ModelRun
 from host.replay import replay, replay_to_port
 from host.train.dataset import dropped_text
 from host.sessions import find_session, load
 from host.sessions.plot import plot
+from host.signals import with_stop_signals
 from host.table import print_table
 
 
@@ -33,9 +34,7 @@ def add_parser(sub):
                         "its prediction errors, and its predictions in the plot")
     p.add_argument("--to-port", metavar="PORT", help="send the recorded servo commands to the robot on PORT and record it")
     p.add_argument("--name", help="name of the new session (--to-port)")
-    p.add_argument("--out", metavar="DIR",
-                   help="sessions directory: where SESSION is looked up by name and the new session goes "
-                        "(default $POLYNIOD_SESSIONS or ./sessions)")
+    add_sessions_dir(p, role=": where SESSION is looked up by name and the new session goes")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     p.set_defaults(run=run)
 

@@ -1,12 +1,13 @@
 """`host sessions`: the recorded sessions, one line each (name, start, duration, frames, drops, program)."""
 
+from host.commands import add_sessions_dir
 from host.sessions import list_sessions, sessions_dir
 from host.table import duration, print_listing
 
 
 def add_parser(sub):
     p = sub.add_parser("sessions", help="list recorded sessions")
-    p.add_argument("--dir", help="sessions directory (default: $POLYNIOD_SESSIONS or ./sessions)")
+    add_sessions_dir(p, "--dir")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.set_defaults(run=run)
 
