@@ -195,8 +195,8 @@ def check_imu(hello, rows):
                                f"its AD0 pin is {'high' if other == 0x69 else 'low'}; tie AD0 to "
                                f"{'GND' if other == 0x69 else '3.3 V'} or set imu.addr to {other} in the robot description",
                                ok=False, error=error)
-        return step_result("imu", FAIL, f"no MPU-6050 answers on {where} ({error}): check its four wires, that VCC "
-                           "is on 3.3 V and GND shared, and that SDA/SCL are not swapped", ok=False, error=error)
+        return step_result("imu", FAIL, f"{error}; check its four wires ({where}), that VCC is on 3.3 V and GND "
+                           "shared, and that SDA and SCL are not swapped", ok=False, error=error)
     a = np.stack([column(rows, k) for k in ("ax", "ay", "az")], axis=1)
     g = np.stack([column(rows, k) for k in ("gx", "gy", "gz")], axis=1)
     gravity = float(np.linalg.norm(a.mean(axis=0)))
