@@ -42,6 +42,9 @@ FOLLOW_DEG = 5.0  # a pot that moved less than this for a 20 deg command swing d
 CROSS_DEG = 2.5  # another pot moving more than this follows the wrong servo
 NOISE_WARN_DEG, NOISE_FAIL_DEG = 1.5, 4.0  # std of a pot at rest
 GAIN_TOLERANCE = 0.3  # measured deg/us within 30 % of the robot description's
+DEADBAND_STEPS_US = (4, 8, 12, 16, 24, 32)  # the staircase up from rest that finds the smallest pulse change that moves
+DEADBAND_HOLD_S = 0.25
+DEADBAND_WARN_US = 24  # an SG90's is ~10 us (an MG90S's ~5): a servo that needs more is worn or starved
 SWEEP_DEG_S = 40.0  # range finding speed
 STALL_WINDOW = 15  # frames (150 ms at 100 Hz) over which a sweep compares the pot's motion with the command's
 STALL_SHARE = 0.3  # the pot moving less than this share of the command over the window: the joint has stopped
@@ -215,7 +218,8 @@ def check_imu(hello, rows):
 
 
 def check_joint(driver, hello, j, rest):
-    """Joint j alone: +-STEP_DEG about its rest pulse; which pot follows, gain, sign, play, settling, noise."""
+    """Joint j alone: +-STEP_DEG about its rest pulse (which pot follows, gain, sign, play, settling, noise), then a
+    staircase of small steps up from rest (the deadband: the smallest pulse change that moves it)."""
     joint = hello.joint(j)
     names = hello.joints
     i = names.index(j)
@@ -226,6 +230,12 @@ def check_joint(driver, hello, j, rest):
         pulses = list(rest)
         pulses[i] = rest[i] + level
         phases.append(driver.hold(pulses, HOLD_S if k else 0.6))
+    stairs = []
+    for step in DEADBAND_STEPS_US:  # approached from below: the last move (-STEP -> rest) took up the play
+        pulses = list(rest)
+        pulses[i] = rest[i] + step
+        stairs.append(driver.hold(pulses, DEADBAND_HOLD_S))
+    driver.hold(rest, 0.3)
     at = {n: [_settled(p, n + "_deg") for p in phases] for n in names}
     noise = {n: round(float(np.std(column(_tail(phases[0]), n + "_deg"))), 2) for n in names}
     swing = {n: at[n][1] - at[n][3] for n in names}
@@ -234,7 +244,8 @@ def check_joint(driver, hello, j, rest):
     measured = {"pulse_swing_us": 2 * us, "swing_deg": {n: round(v, 2) for n, v in swing.items()},
                 "gain_deg_per_us": round(gain, 4), "expected_deg_per_us": round(1 / abs(joint["us_per_deg"]), 4),
                 "reversal_deg": round(at[j][2] - at[j][4], 2), "noise_deg": noise,
-                "settling_ms": _settling_ms(phases[1], j), "imu_turn": _imu_turn(phases[1], phases[3])}
+                "settling_ms": _settling_ms(phases[1], j), "imu_turn": _imu_turn(phases[1], phases[3]),
+                "deadband_us": _deadband_us(phases[4], stairs, j, noise[j])}
     # another pot that moved: the wrong wiring, unless it is a floating input (noisy at rest) whose sample
     # capacitor leans to the pin read before it -- that pot fails its own step, this joint is fine
     others = [n for n in names if n != j and abs(swing[n]) >= CROSS_DEG and noise[n] <= NOISE_FAIL_DEG]
@@ -264,10 +275,16 @@ def check_joint(driver, hello, j, rest):
     if noise[j] > NOISE_WARN_DEG:
         return step_result(step, WARN, f"the {j} pot is noisy at rest ({noise[j]:.1f} deg std): a shared ground with the "
                            "motors or a loose wiper contact", **measured)
+    deadband = measured["deadband_us"]
+    if deadband is None or deadband > DEADBAND_WARN_US:
+        return step_result(step, WARN, f"{j} needs a pulse change of {'more than ' if deadband is None else ''}"
+                           f"{deadband or DEADBAND_STEPS_US[-1]} us to move (an SG90 ~10 us): a worn servo, or too "
+                           "little supply voltage at it", **measured)
     if abs(gain * abs(joint["us_per_deg"]) - 1) > GAIN_TOLERANCE:
         return step_result(step, WARN, f"{j} moves {gain:.3f} deg/us, the robot description says "
                            f"{1 / abs(joint['us_per_deg']):.3f}: recalibrate (`host check --write`)", **measured)
-    return step_result(step, PASS, f"{j} follows: {gain:.3f} deg/us, play {abs(measured['reversal_deg']):.1f} deg, "
+    return step_result(step, PASS, f"{j} follows: {gain:.3f} deg/us, deadband {deadband} us, play "
+                       f"{abs(measured['reversal_deg']):.1f} deg, "
                        f"settles in {measured['settling_ms']} ms, noise {noise[j]:.2f} deg", **measured)
 
 
@@ -562,6 +579,17 @@ def _tail(rows, seconds=TAIL_S):
 
 def _settled(rows, name):
     return float(np.mean(column(_tail(rows), name))) if rows else float("nan")
+
+
+def _deadband_us(before, stairs, j, noise):
+    """The first step of the staircase whose settled angle left the one before the staircase by more than the
+    reading's noise allows (3 sigma of a mean over the settled tail); None if even the last did not."""
+    start = _settled(before, j + "_deg")
+    for step, rows in zip(DEADBAND_STEPS_US, stairs):
+        tail = _tail(rows, DEADBAND_HOLD_S / 2)
+        if tail and float(np.mean(column(tail, j + "_deg"))) - start > max(0.3, 3 * noise / math.sqrt(len(tail))):
+            return step
+    return None
 
 
 def _settling_ms(rows, j):
