@@ -102,10 +102,11 @@ def test_demo_pipeline_at_small_scale_learns_a_controller_that_beats_the_naive_m
     proc = host("demo", *SMALL, "--seed", "3", "--out", str(out), "--json", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     facts = json.loads(proc.stdout)
-    for step in ("[1/7] starting a virtual Gen0", "[2/7] flashing", "[3/7] collecting", "[4/7] training",
-                 "[5/7] deploying", "[6/7] evaluating", "[7/7] writing the report"):
+    for step in ("[1/8] starting a virtual Gen0", "[2/8] flashing", "[3/8] checking", "[4/8] collecting",
+                 "[5/8] training", "[6/8] deploying", "[7/8] evaluating", "[8/8] writing the report"):
         assert step in proc.stderr  # progress throughout
-    assert list(facts["step_seconds"]) == ["sim", "flash", "collect", "train", "deploy", "eval", "report"]
+    assert list(facts["step_seconds"]) == ["sim", "flash", "check", "collect", "train", "deploy", "eval", "report"]
+    assert facts["check"]["verdict"] == "PASS" and (out / "check.png").stat().st_size > 0  # the robot passed its check
     # every artefact in the one run directory
     excitation, validation = (load(out / "sessions" / f"{n}.session") for n in ("excitation", "validation"))
     for s, programs, seconds in ((excitation, ["chirp", "steps"], 16), (validation, ["steps"], 4)):

@@ -226,11 +226,23 @@ class VirtualBoard:
             news, self._brownout_news = self._brownout_news, False
             return news
 
-    def power_on(self):
-        """The ESP32 starts again after a brown-out: its clock restarts at 0 while the limb's time goes
-        on; the MPU-6050, whose rail sagged as far, powers up asleep."""
+    def restart(self):
+        """The ESP32 restarts (machine.reset(), a watchdog, a panic): its clock restarts at 0 while the limb's
+        time goes on, and its pins stop driving (no servo pulses) until the firmware sets them up again; the
+        MPU-6050, still powered, keeps its state."""
         with self._lock:
             self.epoch = self.now
+            for pin, joint in self.servo_on.items():
+                if pin in self.pwm_out:
+                    self.plant.set_pwm(self.now, joint, 0, None)
+            self.pwm_out.clear()
+            self.levels.clear()
+
+    def power_on(self):
+        """The ESP32 starts again after a brown-out: as restart(), and the MPU-6050, whose rail sagged as far,
+        powers up asleep."""
+        self.restart()
+        with self._lock:
             self.in_reset = False
             self.plant.restarted()
             self.imu.reset(self.now)

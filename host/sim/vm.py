@@ -603,7 +603,7 @@ class VirtualGen0:
         elif request == "brownout":  # esp_reset_reason() BROWNOUT: reset_cause() PWRON_RESET (ports/esp32/modmachine.c)
             self._out += BROWNOUT
             self.board.power_on()
-            self._hard_reset(PWRON_RESET, "brownout", rst=ROM_RESET[SOFT_RESET])
+            self._hard_reset(PWRON_RESET, "brownout", rst=ROM_RESET[SOFT_RESET], restarted=True)
         elif request == "soft_reset" or code >= 0:
             self._soft_reboot()
         else:
@@ -624,7 +624,10 @@ class VirtualGen0:
             os.close(self._pidfd)
             self._pidfd = None
 
-    def _hard_reset(self, cause, why, rst=None):
+    def _hard_reset(self, cause, why, rst=None, restarted=False):
+        """The ESP32 restarts; restarted: the board has already been told (a brown-out powers the IMU off too)."""
+        if not restarted:
+            self.board.restart()
         self.hard_resets += 1
         self._rtc_us += int(self.clock.now())
         self._wdt = None
