@@ -1,12 +1,17 @@
 """`host monitor`: live telemetry in the terminal -- values, rates, link health, where a tick's time
-goes (per stage, from the firmware's `stages`) -- until Ctrl-C."""
+goes (per stage, from the firmware's `stages`) -- until Ctrl-C. With --foxglove the same telemetry is
+served to Foxglove as it comes (host/live.py); --record keeps what was seen as a session, as `host collect`
+would have, so what was served can be checked against it."""
 
 import json
 import sys
 import time
 
-from host.commands import baud as check_baud, seconds
+import contextlib
+
+from host.commands import add_sessions_dir, baud as check_baud, seconds
 from host.commands.ports import add_port, board_port
+from host.errors import UserError
 from host.link.client import Link
 from host.watch import Rates, StagePoller, board_clock, stages_line
 
@@ -21,19 +26,53 @@ def add_parser(sub):
     p.add_argument("--duration", type=float, metavar="S", help="stop after this many seconds (default: at Ctrl-C)")
     p.add_argument("--baud", type=int, help="link baud rate for the utilisation figure (default: the robot description's)")
     p.add_argument("--json", action="store_true", help="print one JSON object per interval instead of a table")
+    p.add_argument("--foxglove", action="store_true",
+                   help="also serve the telemetry live to Foxglove (WebSocket; the channels of an MCAP export)")
+    p.add_argument("--listen", metavar="ADDR:PORT",
+                   help="where --foxglove serves (default 127.0.0.1:8765, this machine only; 0.0.0.0:PORT for all)")
+    p.add_argument("--record", metavar="NAME", help="also record what is seen as session NAME (as `host collect` does; "
+                                                    "the servos are stopped at the end)")
+    add_sessions_dir(p, role=" for --record")
     p.set_defaults(run=run)
 
 
 def run(args):
     check_arguments(args)
+    listen = _listen(args)
     port = board_port(args.port)
-    with Link(port) as link:
-        hello = link.connect()
+    with contextlib.ExitStack() as stack:
+        live = None
+        if listen:  # first: an address in use is said before the board is touched
+            from host.live import FoxgloveLive
+
+            live = stack.enter_context(FoxgloveLive(*listen))
+            print(f"serving Foxglove on {live.url} (open a Foxglove WebSocket connection there)", file=sys.stderr)
+        if args.record:
+            from host.collect import Recorder
+
+            rec = stack.enter_context(Recorder(port, args.out, args.record, {"program": {"name": "monitor", "params": {},
+                                                                                          "seed": None}}, progress=False))
+            hello, link = rec.start(), rec.link
+        else:
+            link = stack.enter_context(Link(port))
+            hello = link.connect()
         try:
-            stats = watch(link, hello, args.duration, args.interval, args.json, args.baud, clock=board_clock(port))
+            stats = watch(link, hello, args.duration, args.interval, args.json, args.baud, clock=board_clock(port),
+                          live=live)
         except KeyboardInterrupt:  # the normal way to stop watching
             return 0
     return 0 if stats is not None else 1
+
+
+def _listen(args):
+    """--foxglove's (address, port), or None; checked before the port is opened."""
+    if not args.foxglove:
+        if args.listen:
+            raise UserError("--listen says where --foxglove serves: add --foxglove")
+        return None
+    from host.live import DEFAULT_PORT, parse_listen
+
+    return parse_listen(f"127.0.0.1:{DEFAULT_PORT}" if args.listen is None else args.listen)
 
 
 def check_arguments(args):
@@ -43,11 +82,12 @@ def check_arguments(args):
     check_baud(args.baud)
 
 
-def watch(link, hello, duration=None, interval=0.5, as_json=False, baud=None, quiet=False, clock=None):
+def watch(link, hello, duration=None, interval=0.5, as_json=False, baud=None, quiet=False, clock=None, live=None):
     """Show telemetry until `duration` s pass or Ctrl-C; return the last interval's figures (None if the link died).
 
     "stages": the board's per-stage mean/max µs (StagePoller; None until the first figures, and for a
-    firmware without `stages`); `clock` (board_clock) says on screen what those µs are."""
+    firmware without `stages`); `clock` (board_clock) says on screen what those µs are; `live`
+    (host.live.FoxgloveLive) gets every telemetry and log frame as it comes."""
     baud = baud or hello.baud
     joints = hello.joints
     rates = Rates(link)
@@ -61,6 +101,8 @@ def watch(link, hello, duration=None, interval=0.5, as_json=False, baud=None, qu
         if item:
             _, seq, t_us, latest = item
             rates.add(t_us)
+            if live:
+                live.add_telemetry(link, item)
         if link.error:
             print(f"error: {link.error}", file=sys.stderr)
             return None
@@ -79,7 +121,9 @@ def watch(link, hello, duration=None, interval=0.5, as_json=False, baud=None, qu
         else:
             shown_lines = _draw(hello, joints, stats, latest, baud, shown_lines, clock)
         while not link.logs.empty():
-            _, level, text = link.logs.get_nowait()
+            host_time, level, text = link.logs.get_nowait()
+            if live:
+                live.add_log(host_time, level, text)
             if not (as_json or quiet):
                 print(f"[device] {text}")
                 shown_lines = 0

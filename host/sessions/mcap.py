@@ -44,6 +44,8 @@ COMMANDS = {
                    "data": {"type": "string", "description": "the reply's data, as UTF-8 text"}},
 }
 MARKERS = {"title": "polyniod.Marker", "type": "object", "properties": {"event": {"type": "string"}}}
+TELEMETRY_TOPIC = "/telemetry"
+EVENT_CHANNELS = {"/commands": COMMANDS, "/log": FOXGLOVE_LOG, "/markers": MARKERS}  # topic -> schema
 CHUNK_BYTES = 1 << 20
 PROGRESS_EVERY = 4096
 
@@ -57,22 +59,18 @@ def ns(seconds):
 def write_mcap(s, stream, progress=None):
     """Session `s` into the binary `stream` (it needs only write; mcap's tell is counted here)."""
     mcap = need("mcap.writer", "MCAP")
-    from polyniod_firmware import protocol as P
-
     writer = mcap.Writer(_Counted(stream), chunk_size=CHUNK_BYTES, compression=mcap.CompressionType.ZSTD)
     writer.start(profile="", library=f"polyniod {__version__}")
     _metadata(writer, s)
-    fields = [n for n in s.units if n not in BASE_UNITS]
-    telemetry = writer.register_channel("/telemetry", "json", _schema(writer, _telemetry_schema(s, fields)),
-                                        {"units": json.dumps({n: s.units[n] for n in ["t", *fields]}), "session": s.name})
-    commands = writer.register_channel("/commands", "json", _schema(writer, COMMANDS))
-    log = writer.register_channel("/log", "json", _schema(writer, FOXGLOVE_LOG))
-    markers = writer.register_channel("/markers", "json", _schema(writer, MARKERS))
+    fields = {n: s.units[n] for n in s.units if n not in BASE_UNITS}
+    schema = telemetry_schema(fields, {n for n in fields if s.columns[n].dtype.kind in "iu"})
+    telemetry = writer.register_channel(TELEMETRY_TOPIC, "json", _schema(writer, schema),
+                                        {**telemetry_metadata(fields), "session": s.name})
+    commands, log, markers = (writer.register_channel(topic, "json", _schema(writer, schema))
+                              for topic, schema in EVENT_CHANNELS.items())
     events = sorted(
-        [(t, 0, commands, {"cmd_seq": seq, "code": code, "result": P.ERROR_NAMES.get(code, f"E_{code}"),
-                           "data": data.decode("utf-8", "replace")}) for t, seq, code, data in s.acks]
-        + [(t, 1, log, {"timestamp": _stamp(t), "level": LOG_LEVELS.get(level, 2), "message": text,
-                        "name": "board", "file": "", "line": 0}) for t, level, text in s.logs]
+        [(t, 0, commands, command_reply(seq, code, data)) for t, seq, code, data in s.acks]
+        + [(t, 1, log, log_message(t, level, text)) for t, level, text in s.logs]
         + [(t, 2, markers, m) for t, m in s.markers], key=lambda e: (_sortable(e[0]), e[1]))
     event_ns = [int(ns(t)) for t, *_ in events]
     pending = 0  # events written so far, merged into the telemetry by log time
@@ -82,7 +80,7 @@ def write_mcap(s, stream, progress=None):
         while pending < len(events) and (limit is None or event_ns[pending] <= limit):
             _, _, channel, message = events[pending]
             when = event_ns[pending]
-            writer.add_message(channel, when, json.dumps(message, separators=(",", ":"), default=str).encode(), when)
+            writer.add_message(channel, when, encode(message), when)
             pending += 1
 
     log_ns, device_ns, seq = ns(s.columns["t_host"]).tolist(), ns(s.columns["t"]).tolist(), s.columns["seq"].tolist()
@@ -112,19 +110,46 @@ def _telemetry_json(s, seg):
         template = "{" + ",".join(json.dumps(n).replace("%", "%%") + (":%d" if c.dtype.kind in "iu" else ":%r")
                                   for n, c in zip(names, columns)) + "}"
         return ((template % row).encode() for row in rows)
-    return (json.dumps({n: v if isinstance(v, int) or math.isfinite(v) else None for n, v in zip(names, row)},
-                       separators=(",", ":")).encode() for row in rows)
+    return (telemetry_message(names, row) for row in rows)
 
 
-def _telemetry_schema(s, fields):
-    integer = {n for n in fields if s.columns[n].dtype.kind in "iu"}
+def telemetry_message(names, row):
+    """One telemetry frame's JSON (not-finite values as null), as the fast path above writes it."""
+    return encode({n: v if isinstance(v, int) or math.isfinite(v) else None for n, v in zip(names, row)})
+
+
+def encode(message):
+    """A message's JSON as every channel carries it (compact; what JSON cannot say as text)."""
+    return json.dumps(message, separators=(",", ":"), default=str).encode()
+
+
+def command_reply(cmd_seq, code, data):
+    """A /commands message: the board's reply to one host command."""
+    from polyniod_firmware import protocol as P
+
+    return {"cmd_seq": cmd_seq, "code": code, "result": P.ERROR_NAMES.get(code, f"E_{code}"),
+            "data": data.decode("utf-8", "replace")}
+
+
+def log_message(t, level, text):
+    """A /log message (foxglove.Log) of one board log frame received at host time `t` (s)."""
+    return {"timestamp": _stamp(t), "level": LOG_LEVELS.get(level, 2), "message": text, "name": "board", "file": "",
+            "line": 0}
+
+
+def telemetry_metadata(fields):
+    """The /telemetry channel's metadata: every field's unit ({name: unit}, `t` first)."""
+    return {"units": json.dumps({"t": BASE_UNITS["t"], **fields})}
+
+
+def telemetry_schema(fields, integer):
+    """The /telemetry jsonschema: `fields` {name: unit} in order, those in `integer` as integers."""
     properties = {
         "t": {"type": "number", "description": "device time, s (its clock since boot, per segment)"},
         "seq": {"type": "integer", "description": "frame counter, unwrapped within the segment"},
         "segment": {"type": "integer", "description": "device run within the session (a reset starts the next)"},
     }
-    for n in fields:
-        unit = s.units[n]
+    for n, unit in fields.items():
         properties[n] = {"type": "integer" if n in integer else "number", "description": f"unit: {unit}" if unit else "count"}
     return {"title": "polyniod.Telemetry", "type": "object", "properties": properties}
 
