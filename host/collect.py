@@ -7,7 +7,8 @@ the program's "program done", Ctrl-C/SIGTERM via `stop`), and the faults (port g
 disk full) after which the session is closed incomplete with the reason, never lost.
 
 `Recorder` is the machinery (`host replay --to-port` drives the board through it);
-`collect()` is `host collect`: run an on-device program and record it.
+`collect()` is `host collect`: run an on-device program and record it; `collect_many()` is the same on
+several boards at once (`host collect --port A --port B`), a thread and a session a board.
 """
 
 import math
@@ -23,19 +24,23 @@ from host.errors import UserError
 from host.firmware_files import load_robot
 from host.link.client import Link
 from host.sessions import SessionWriteError, SessionWriter, load, sessions_dir
+from host.sessions.store import safe_name
 
 GRACE_S = 2.0  # past a program's own duration, how long to wait for its "program done"
 SHOW_EVERY_S = 0.5
 
 
 class Recorder:
-    """One session being recorded from the board on `port`; as a context manager it always closes it."""
+    """One session being recorded from the board on `port`; as a context manager it always closes it.
+
+    name: the session's name, or name(hello) -> it, for a name that carries the board's unit id."""
 
     def __init__(self, port, out=None, name=None, header=None, progress=True, say=None):
         self.port = port
         self.out, self.name, self.extra = sessions_dir(out), name, dict(header or {})
         self.progress = progress
         self.say = say or _print_err
+        self.console = Console(self.say)
         self.link = Link(port, on_bytes=self._on_bytes)
         self.writer = None
         self.hello = None
@@ -49,7 +54,6 @@ class Recorder:
         self._write_error = None  # raised by the writer in the reader thread
         self._pending = []  # chunks read before the header exists (the hello is among them)
         self._lock = threading.Lock()
-        self._shown = False
 
     # -- bytes in (the link's reader thread) ------------------------------------
     def _on_bytes(self, host_time, data):
@@ -76,7 +80,8 @@ class Recorder:
                       **self.extra}
             with self._lock:
                 try:
-                    self.writer = SessionWriter(self.out, name=self.name, header=header)
+                    name = self.name(self.hello) if callable(self.name) else self.name
+                    self.writer = SessionWriter(self.out, name=name, header=header)
                     for t, data in self._pending:
                         self.writer.append_bytes(t, data)
                 except OSError as e:
@@ -199,8 +204,7 @@ class Recorder:
             time.sleep(0.05)  # the last bytes in flight
         self.link.close()
         self._drain()
-        if self._shown:
-            sys.stderr.write("\n")
+        self.console.end()
         complete = complete and self.fault is None and self.write_error is None
         self.summary = self._summary(reason, complete)
         with self._lock:
@@ -232,18 +236,16 @@ class Recorder:
 
     # -- showing ------------------------------------------------------------------
     def _show(self, elapsed, total_s, mark, now):
+        fps, util = self.rates(mark, now)
+        of = f"/{total_s:.0f}" if total_s else ""
+        self.console.show(f"{elapsed:5.1f}{of} s  {fps:6.1f} frames/s  link {util * 100:4.1f}%  drops "
+                          f"{self.link.seq_gaps}  crc errors {self.link.decoder.crc_errors}  {self._joints()}")
+
+    def rates(self, mark, now):
+        """(telemetry frames a second, fraction of the link used) since mark."""
         t0, rx0, n0 = mark
         dt = max(now - t0, 1e-6)
-        util = (self.link.rx_bytes - rx0) * 10 / dt / self.baud
-        of = f"/{total_s:.0f}" if total_s else ""
-        line = (f"{elapsed:5.1f}{of} s  {(self.telemetry - n0) / dt:6.1f} frames/s  link {util * 100:4.1f}%"
-                f"  drops {self.link.seq_gaps}  crc errors {self.link.decoder.crc_errors}  {self._joints()}")
-        if sys.stderr.isatty():
-            sys.stderr.write("\r\x1b[K" + line)
-            sys.stderr.flush()
-            self._shown = True
-        else:
-            _print_err(line)
+        return (self.telemetry - n0) / dt, (self.link.rx_bytes - rx0) * 10 / dt / self.baud
 
     def _joints(self):
         schema, payload = self.link.schema, self.latest
@@ -254,10 +256,38 @@ class Recorder:
         return "  ".join(f"{j} {values[j + '_deg']:7.2f}°" for j in self.hello.joints if j + "_deg" in values)
 
     def _line(self, msg):
-        if self._shown:
-            sys.stderr.write("\r\x1b[K")
-            self._shown = False
-        self.say(msg)
+        self.console.say(msg)
+
+
+class Console:
+    """Progress on one stderr line (rewritten in place on a terminal), and messages above it."""
+
+    def __init__(self, say):
+        self._say = say
+        self._shown = False
+        self._lock = threading.Lock()  # several recordings may share one
+
+    def show(self, line):
+        with self._lock:
+            if sys.stderr.isatty():
+                sys.stderr.write("\r\x1b[K" + line)
+                sys.stderr.flush()
+                self._shown = True
+            else:
+                _print_err(line)
+
+    def say(self, msg):
+        with self._lock:
+            if self._shown:
+                sys.stderr.write("\r\x1b[K")
+                self._shown = False
+            self._say(msg)
+
+    def end(self):
+        with self._lock:
+            if self._shown:
+                sys.stderr.write("\n")
+                self._shown = False
 
 
 def collect(port, program="steps", seed=None, params=None, duration=None, name=None, out=None,
@@ -268,6 +298,72 @@ def collect(port, program="steps", seed=None, params=None, duration=None, name=N
     program runs for `duration` s (its duration_ms, unless params set it) and the recording ends
     at its "program done". Faults raise UserError after the session is closed incomplete.
     """
+    given, header = _program(program, seed, params, duration, stop)
+    return _record(Recorder(port, out, name, header, progress, say), program, given, duration, stop)
+
+
+def collect_many(ports, program="steps", seed=None, params=None, duration=None, name=None, out=None,
+                 stop=None, progress=True, say=None):
+    """collect() on several boards at once, a thread and a session each; a result dict per port, in order.
+
+    A result is {"port", "board_id", **summary}, or {"port", "board_id", "error"} for a board whose
+    recording failed: as one board's collect, its session is closed incomplete and kept, and the others go
+    on. `stop` ends them all. Sessions are named NAME_<unit id> (<port> for a board that gives none), NAME
+    being the date and time unless given: one for the run, so its sessions sort together and never collide.
+    """
+    twice = [p for p in ports if ports.count(p) > 1]
+    if twice:
+        raise UserError(f"--port {twice[0]} is given twice: each board is recorded once")
+    given, header = _program(program, seed, params, duration, stop)
+    base = safe_name(name)
+    console = Console(say or _print_err)
+    recorders = [Recorder(port, out, lambda hello, port=port: f"{base}_{hello.board_id or safe_name(port)}", header,
+                          progress=False, say=lambda msg, port=port: console.say(f"{port}: {msg}")) for port in ports]
+    results, crashed = [None] * len(ports), []
+
+    def work(i, rec):
+        try:
+            results[i] = _record(rec, program, given, duration, stop)
+        except UserError as e:
+            results[i] = {"error": str(e)}
+        except BaseException as e:  # a bug: the others finish first, then it is raised
+            crashed.append(e)
+            results[i] = {"error": f"{type(e).__name__}: {e}"}
+
+    threads = [threading.Thread(target=work, args=(i, rec), name=f"collect {rec.port}", daemon=True)
+               for i, rec in enumerate(recorders)]
+    for t in threads:
+        t.start()
+    _watch(threads, recorders, console, duration if program == "idle" else None, progress)
+    if crashed:
+        raise crashed[0]
+    return [{"port": rec.port, "board_id": rec.hello.board_id if rec.hello else None, **result}
+            for rec, result in zip(recorders, results)]
+
+
+def _watch(threads, recorders, console, total_s, progress):
+    """Until every recording thread has ended: the boards' figures on one progress line."""
+    start = shown = time.monotonic()
+    marks = [(start, 0, 0)] * len(recorders)
+    while any(t.is_alive() for t in threads):
+        time.sleep(0.05)
+        now = time.monotonic()
+        if progress and now >= shown + SHOW_EVERY_S:
+            of = f"/{total_s:.0f}" if total_s else ""
+            parts = []
+            for i, rec in enumerate(recorders):
+                if rec.writer is not None and not rec.closed:  # short: a terminal line for them all
+                    fps, _ = rec.rates(marks[i], now)
+                    parts.append(f"{rec.hello.board_id or rec.port} {fps:.0f}/s {rec.link.seq_gaps} drops")
+                marks[i] = (now, rec.link.rx_bytes, rec.telemetry)
+            if parts:
+                console.show(f"{now - start:5.1f}{of} s  " + " | ".join(parts))
+            shown = now
+    console.end()
+
+
+def _program(program, seed, params, duration, stop):
+    """(the program's parameters as strings, the session header): the program refused before any port is opened."""
     given = {k: str(v) for k, v in (params or {}).items()}
     if seed is not None:
         given["seed"] = str(seed)
@@ -286,13 +382,16 @@ def collect(port, program="steps", seed=None, params=None, duration=None, name=N
             programs.resolve(program, given, len(load_robot()["joints"]))
         except ValueError as e:
             raise UserError(f"--program {program}: {e}") from None
-    header = {"program": {"name": program, "params": given, "seed": seed}}
-    rec = Recorder(port, out, name, header, progress, say)
+    return given, {"program": {"name": program, "params": given, "seed": seed}}
+
+
+def _record(rec, program, given, duration, stop):
+    """Connect rec's board, run the program on it (or only record) and close the session; its summary."""
     hello = rec.start()
     with rec:
         if hello.check_warning():
             rec.say(f"warning: {hello.check_warning()}")
-        rec.say(f"recording {rec.path} from {port}")
+        rec.say(f"recording {rec.path} from {rec.port}")
         if program != "idle":
             reason = rec.run("program", program, [f"{k}={v}" for k, v in given.items()], stop)
         else:

@@ -21,6 +21,8 @@ SETTINGS = ("task", "hidden", "act", "optim", "lr", "batch", "patience", "ahead"
 def add_parser(sub):
     p = sub.add_parser("train", help="train a model on recorded sessions (or a built-in exercise: sin, xor)")
     p.add_argument("sessions", nargs="*", metavar="SESSION", help="session files or names (see `host sessions`)")
+    p.add_argument("--unit", metavar="ID", help="learn only from the sessions of this board (its unit id, see "
+                   "`host sessions`; default: pool the sessions of every board given)")
     p.add_argument("--task", choices=list(TASKS), help="what to learn (host/train/tasks.py); default inverse")
     p.add_argument("--hidden", type=widths, metavar="W,W", help="hidden layer widths, e.g. 32,32 (default: the task's)")
     p.add_argument("--act", choices=mlp.ACTIVATIONS, help="hidden activation (default: the task's)")
@@ -102,12 +104,12 @@ def _train(args):
         given = [flag for flag in SETTINGS if getattr(args, flag) is not None] + (["qat"] if args.qat else [])
         if given:
             raise UserError(f"--resume keeps the model's settings: drop --{', --'.join(given)} "
-                            "(only --epochs, --device, --quiet, --json and the sessions may change)")
+                            "(only --epochs, --device, --quiet, --json and the sessions (--unit) may change)")
         if args.out is not None:
             raise UserError(f"--resume writes the model back into {args.resume}: drop --out")
         from host.train.pipeline import resume  # PyTorch loads only to train
         metrics = resume(args.resume, epochs=args.epochs, sessions=args.sessions or None, progress=not args.quiet,
-                         device=args.device)
+                         device=args.device, unit=args.unit)
     else:
         task = args.task or "inverse"
         out = Path(args.out) if args.out else Path("models") / task
@@ -116,7 +118,8 @@ def _train(args):
         from host.train.pipeline import train
         metrics = train(task, args.sessions, out=out, progress=not args.quiet, ahead=args.ahead, hidden=args.hidden,
                         act=args.act, optim=args.optim, lr=args.lr, epochs=args.epochs, batch=args.batch,
-                        patience=args.patience, qat=args.qat or None, device=args.device, seed=args.seed)
+                        patience=args.patience, qat=args.qat or None, device=args.device, seed=args.seed,
+                        unit=args.unit)
     return metrics
 
 

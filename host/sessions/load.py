@@ -278,14 +278,15 @@ def list_sessions(directory=None):
 
     Reads only the header and the end record when the end carries the figures (a closed session
     whose summary has "telemetry_frames" and "drops" as counts); decodes the whole file otherwise.
-    Every value has its type or is None (a damaged or hand-edited record never breaks the listing);
+    "board_id" is the recording board's unit id, from its hello. Every value has its type or is None (a
+    damaged or hand-edited record never breaks the listing);
     a file that cannot be read as a session is listed with its "error", and the others still are.
     """
     directory = sessions_dir(directory)
     rows = []
     for path in sorted(directory.glob("*" + SUFFIX)) if directory.is_dir() else []:
         row = {"name": path.name[:-len(SUFFIX)], "path": str(path), "created": None, "duration_s": None,
-               "frames": None, "drops": None, "program": None, "complete": False}
+               "frames": None, "drops": None, "program": None, "board_id": None, "complete": False}
         try:
             row.update(_summary_row(path))
         except (OSError, UserError) as e:
@@ -294,6 +295,11 @@ def list_sessions(directory=None):
             row["error"] = f"damaged: {type(e).__name__}: {e}"
         rows.append(row)
     return sorted(rows, key=lambda r: (r["created"] or "", r["name"]))
+
+
+def same_unit(board_id, given):
+    """Whether a session's unit id (a row's board_id) is the one a user typed (hex: case does not matter)."""
+    return isinstance(board_id, str) and board_id.lower() == str(given).strip().lower()
 
 
 def _summary_row(path):
@@ -307,9 +313,10 @@ def _summary_row(path):
         session = load(path)
         header = session.header
         figures = {"frames": session.stats["telemetry_frames"], "drops": session.stats["drops"],
-                   "duration_s": _seconds(session.stats["duration_s"]), "complete": session.complete}
+                   "duration_s": _seconds(session.stats["duration_s"]), "complete": session.complete,
+                   "board_id": _unit(session.hello)}  # decoded: the first described segment's
     program = header.get("program")
-    return {**figures, "created": _text(header.get("created")),
+    return {"board_id": _unit(Hello.of(header.get("hello"))), **figures, "created": _text(header.get("created")),
             "program": _text(program.get("name") if isinstance(program, dict) else program)}
 
 
@@ -322,6 +329,11 @@ def _seconds(value):
     """A finite number of seconds >= 0, or None."""
     ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
     return float(value) if ok else None
+
+
+def _unit(hello):
+    """The board's unit id a hello gives, or None."""
+    return _text(hello.board_id) if hello else None
 
 
 def _text(value):

@@ -4,6 +4,7 @@ A row is anchored at one telemetry frame (one tick); the feature `<signal>@<k>` 
 column k rows later. Rows are built inside blocks of consecutive ticks where the device drove the
 servos, so a shift never crosses a device reset, a lost frame, a pause or a limp stretch.
 Validation is held-out sessions, or with one session the end of each segment (TRAIN.md).
+Sessions of several robots (units) are pooled; `of_unit` keeps one unit's.
 """
 
 import inspect
@@ -15,6 +16,7 @@ import numpy as np
 from polyniod_firmware import features
 
 from host.errors import UserError
+from host.sessions.load import same_unit
 from host.sessions.stats import robot_of
 from host.train.tasks import TASKS
 
@@ -32,8 +34,13 @@ class Dataset:
     outputs: list
     split: str  # how validation was held out, in words
     rate_hz: float = None
-    sessions: list = field(default_factory=list)  # per session: name, path, role, rows, dropped
+    sessions: list = field(default_factory=list)  # per session: name, path, unit, role, rows, dropped
     dropped: dict = field(default_factory=dict)  # rows left out, by reason
+
+    @property
+    def units(self):
+        """The unit ids of the boards whose sessions gave rows, in the order given (metrics.json's "units")."""
+        return list(dict.fromkeys(i["unit"] for i in self.sessions if i["rows"]))
 
 
 def task_for(name, sessions=(), **options):
@@ -60,6 +67,24 @@ def synthetic(task, seed):
     return Dataset(x, y, xv, yv, task.inputs, task.outputs, split=f"the validation rows task {task.name} makes")
 
 
+def unit_of(session):
+    """The unit id of the board that recorded a session (its hello's board_id), or None."""
+    hello = session.hello
+    return hello.board_id if hello else None
+
+
+def of_unit(sessions, unit):
+    """The sessions the board `unit` recorded (all of them when unit is None); UserError when none did."""
+    if unit is None:
+        return list(sessions)
+    kept = [s for s in sessions if same_unit(unit_of(s), unit)]
+    if not kept:
+        units = sorted({str(unit_of(s)) for s in sessions})
+        raise UserError(f"--unit {unit}: none of the {len(sessions)} session(s) given was recorded by it "
+                        f"(their units: {', '.join(units) or 'none'}; see `host sessions`)")
+    return kept
+
+
 def from_sessions(sessions, task):
     """Rows of `task` from loaded sessions; validation: the last sessions, or the end of each segment."""
     n_val = math.ceil(len(sessions) * VAL_FRACTION) if len(sessions) > 1 else 0
@@ -68,7 +93,8 @@ def from_sessions(sessions, task):
     for i, s in enumerate(sessions):
         role = "train+val" if n_val == 0 else "val" if i >= len(sessions) - n_val else "train"
         rows = session_rows(s, task.inputs, task.outputs, split=role == "train+val")
-        info = {"name": s.name, "path": str(s.path), "role": role, "rows": {}, "dropped": rows["dropped"]}
+        info = {"name": s.name, "path": str(s.path), "unit": unit_of(s), "role": role, "rows": {},
+                "dropped": rows["dropped"]}
         for part in ("train", "val"):
             x, y, _ = rows[part] if role == "train+val" else rows["all"] if role == part else (None, None, None)
             if x is not None:

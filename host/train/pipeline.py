@@ -21,22 +21,24 @@ from host.export.reference import Reference
 from host.sessions import Session, find_session, load
 from host.sessions.stats import check_warnings
 from host.train import checkpoint as ckpt
-from host.train.dataset import from_sessions, normalisation, output_label, synthetic, task_for
+from host.train.dataset import from_sessions, normalisation, of_unit, output_label, synthetic, task_for
 from host.train.fit import Config, History, auto_batch, device_for, fit, predict, rmse
 from host.train.model import MLP
 from polyniod_firmware import mlp
 
 
-def train(task, sessions=(), out=None, progress=True, ahead=None, device=None, **settings):
+def train(task, sessions=(), out=None, progress=True, ahead=None, device=None, unit=None, **settings):
     """Train a new model of `task` on sessions (paths, names or loaded Sessions); write `out`; its metrics.
 
+    Sessions of several boards are pooled; unit (a board's unit id) keeps only that board's. metrics.json's
+    "units" says whose sessions the model learned from.
     settings: any Config field (hidden, act, optim, lr, epochs, batch, patience, qat, seed);
     None or missing means the task's default, then Config's. ahead: the inverse task's look-ahead.
     device (cpu, default; cuda) and progress are choices of this run, not settings of the model:
     the checkpoint keeps neither, and a resume picks its own."""
     started = time.perf_counter()
     device = _device(device)
-    loaded = _load_sessions(sessions)
+    loaded = of_unit(_load_sessions(sessions), unit)
     for line in check_warnings(loaded):
         print(f"warning: {line}", file=sys.stderr)
     t = task_for(task, loaded, **({} if ahead is None else {"ahead": ahead}))
@@ -49,9 +51,10 @@ def train(task, sessions=(), out=None, progress=True, ahead=None, device=None, *
                            progress, device, started)
 
 
-def resume(model_dir, epochs=None, sessions=None, progress=True, device=None):
+def resume(model_dir, epochs=None, sessions=None, progress=True, device=None, unit=None):
     """Continue training the model in model_dir for `epochs` more (default: as many as before), from its
-    best weights and optimizer state, on the sessions it was trained on (or the ones given), on `device`
+    best weights and optimizer state, on the sessions it was trained on (or the ones given, of `unit` only
+    when given), on `device`
     (default cpu) whichever device it was trained on: the checkpoint loads onto the CPU first."""
     started = time.perf_counter()
     device = _device(device)
@@ -64,7 +67,7 @@ def resume(model_dir, epochs=None, sessions=None, progress=True, device=None):
             raise UserError(f"--epochs {epochs}: give a whole number >= 1")
         config.epochs = int(epochs)
     paths = sessions if sessions else checkpoint["sessions"]
-    loaded = _load_sessions(paths, hint=f" (it trained {model_dir}; give the sessions to resume on)")
+    loaded = of_unit(_load_sessions(paths, hint=f" (it trained {model_dir}; give the sessions to resume on)"), unit)
     t = task_for(config.task, loaded, **config.options)
     data = synthetic(t, config.seed) if t.data else from_sessions(loaded, t)
     if (list(t.inputs), list(t.outputs)) != (checkpoint["inputs"], checkpoint["outputs"]):
@@ -149,7 +152,7 @@ def _metrics(model, layers, blob, data, norm, config, history, name):
     return {
         "name": name, "task": config.task, "created": _now(), "inputs": list(data.inputs),
         "outputs": list(data.outputs), "rate_hz": data.rate_hz, "config": config.to_dict(), "split": data.split,
-        "sessions": data.sessions,
+        "sessions": data.sessions, "units": data.units,
         "rows": {"train": len(data.x_train), "val": len(data.x_val), "dropped": data.dropped},
         "epochs_run": len(history.epoch), "best_epoch": best, "stopped_early": history.stopped_early,
         "steps": history.steps, "qat": bool(model.qat),
