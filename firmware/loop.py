@@ -262,14 +262,24 @@ class Gen0:
         }
 
     def send_hello(self):
-        """The hello; on a heap too fragmented for its ~3.5 KB of JSON, collect and retry, then say so."""
-        for attempt in range(2):
+        """The hello; on a heap too fragmented for its ~3.7 KB of JSON, collect and retry, then say so. A hello
+        past a frame's 4 KB (a long robot description, a long IMU error) goes without the program and trajectory
+        lists, which the host also has from the firmware's files: the board never stops over its hello."""
+        info = self.info()
+        for attempt in range(3):
             try:
-                self.port.hello(self.info())
+                self.port.hello(info)
                 return
             except MemoryError:
                 gc.collect()
-        self.port.log(P.LOG_ERROR, "no RAM for the hello (%d bytes free): `reset` defragments the heap" % gc.mem_free())
+            except ValueError:  # more than MAX_PAYLOAD
+                if "programs" not in info:
+                    break
+                info.pop("programs")
+                info.pop("track")
+                self.port.log(P.LOG_WARN, "hello too long for one frame: sent without its program and trajectory lists")
+        self.port.log(P.LOG_ERROR, "no hello sent (%d bytes free): `reset` defragments the heap, a shorter "
+                      "robot.json fits the frame" % gc.mem_free())
 
     # -- the tick ------------------------------------------------------------
     def tick(self, t_us):

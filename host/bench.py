@@ -6,7 +6,7 @@
   `stages`, asked before and after it: each call starts the figures again);
 - inference: µs per `infer_q` of the active model, timed on the board itself (`mtime`);
 - telemetry: bytes/s received against the link's baud/10;
-- transfer: `host deploy`'s acked-chunk path against bytes x 10 / baud: a hold trajectory into
+- transfer: `host deploy`'s windowed transfer records against bytes x 10 / baud: a hold trajectory into
   the `traj` slot (the active model untouched), or, given a model, the real deploy.
 
 Every µs is the board's clock: measured on a real board; on a virtual Gen0 an ESP32's time (the VM's

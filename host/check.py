@@ -518,8 +518,9 @@ def write_description(port, robot, say=print):
         raise UserError(f"the measured description would not boot ({e}); nothing written") from None
     with Link(port) as link:
         hello = link.connect().data
-    size = len(json.dumps(dict(hello, robot=robot)).encode())
-    if size > P.MAX_PAYLOAD - 256:  # the board sends its description in every hello: it must still fit a frame
+    lean = {k: v for k, v in hello.items() if k not in ("programs", "track")}  # what a long hello drops (loop.py)
+    size = len(json.dumps(dict(lean, robot=robot)).encode())
+    if size > P.MAX_PAYLOAD - 128:  # the board sends its description in every hello: it must still fit a frame
         raise UserError(f"the measured description makes a {size}-byte hello, more than a frame holds "
                         f"({P.MAX_PAYLOAD}); nothing written: shorten the robot description")
     data = (json.dumps(robot, indent=1) + "\n").encode()

@@ -20,6 +20,7 @@ import numpy as np
 from host.errors import DeviceError, UserError
 from host.export.reference import Reference
 from host.link.client import CommandError
+from host.link.port import DEFAULT_BAUD
 from polyniod_firmware import mlp
 from polyniod_firmware import protocol as P
 
@@ -162,7 +163,7 @@ def check_count(checks):
     return int(checks)
 
 
-def deploy(link, blob, reference, checks=256, baud=115200, progress=None):
+def deploy(link, blob, reference, checks=256, baud=DEFAULT_BAUD, progress=None):
     """Send a checked blob, swap it in, spot-check parity; a summary dict.
 
     A refusal raises DeviceError saying what the board said and that the active model keeps

@@ -15,6 +15,7 @@ import zlib
 import pytest
 import serial
 
+from host.link.client import Link
 from host.link.schema import TelemetrySchema
 from polyniod_firmware import programs
 from polyniod_firmware import protocol as P
@@ -222,6 +223,20 @@ def test_programs_run_deterministically_within_limits_and_end(gen0, wire, name, 
     assert [t["mode"] for _, _, t in run[:-1]] == [2] * (len(run) - 1) and tele[-1][2]["mode"] == 0
     assert tuple(int(tele[-1][2][n + "_cmd_us"]) for n in names) == got[-1]  # idle holds the last pulses
     assert not any(int(t["flags"]) & 4 for _, _, t in run)  # nothing needed clamping
+
+
+def test_a_hello_too_long_for_a_frame_goes_without_its_lists_and_the_board_runs_on(make_sim, tmp_path):
+    """A long robot description (here a 700-character description; `host check --write` adds its record) makes
+    the hello longer than a frame holds: the board sends it without the program and trajectory lists, says so,
+    and keeps running, instead of stopping at the REPL."""
+    robot = tmp_path / "robot.json"
+    robot.write_text(json.dumps(dict(load_robot(), description="a hot-glued limb; " * 40)))
+    gen0 = make_sim(preload=True, robot=robot)
+    with Link(gen0.port) as link:
+        hello = link.connect()
+        assert "programs" not in hello and "track" not in hello and hello.joints == ["shoulder", "elbow"]
+        assert link.next_telemetry(timeout=2) is not None and link.request_json("status")["mode"] == "idle"
+    assert len(json.dumps(hello.data)) <= P.MAX_PAYLOAD
 
 
 @pytest.mark.parametrize("idle", ["hold", "limp"])
