@@ -198,6 +198,16 @@ for _k in range(len(_CRC_TABLE)):  # the CRC register after byte k from 0 (binas
 # against the CRC computed here (a machine word under viper: no big int). Writes out[0] = seq,
 # out[1], out[2] = where the name starts and ends, out[3:] = the ints; returns how many ints.
 # Compiled by viper where the build has it, else run as the same plain Python (CPython, the host's tests).
+# The CRC-32 of b[0:n] into c, a machine word (t: the table), as the kernels below inline it: viper
+# calls cost more than the loop. `CRC_LOOP % "n"` names the length.
+CRC_LOOP = """
+    c = -1
+    i = 0
+    while i < %s:
+        c = t[(c ^ b[i]) & 0xFF] ^ ((c >> 8) & 0xFFFFFF)
+        i += 1
+    c = ~c
+"""[1:]
 PLAIN_MAX_ARGS = const(8)
 PLAIN_KERNEL = """
 def plain_line(buf, k: int, out, table) -> int:
@@ -260,13 +270,7 @@ def plain_line(buf, k: int, out, table) -> int:
             v = 0 - v
         o[3 + n] = v
         n += 1
-    c = -1
-    i = 0
-    while i < sp:
-        c = t[(c ^ b[i]) & 0xFF] ^ ((c >> 8) & 0xFFFFFF)
-        i += 1
-    c = ~c
-    i = 0
+""" + CRC_LOOP % "sp" + """    i = 0
     while i < 8:
         d = (c >> (28 - 4 * i)) & 15
         if d < 10:
@@ -320,13 +324,7 @@ def open_record(buf, k: int, table) -> int:
     if m < 10:
         return -1
     m -= 4
-    c = -1
-    i = 0
-    while i < m:
-        c = t[(c ^ b[i]) & 0xFF] ^ ((c >> 8) & 0xFFFFFF)
-        i += 1
-    c = ~c
-    i = 0
+""" + CRC_LOOP % "m" + """    i = 0
     while i < 4:
         if b[m + i] != (c >> (8 * i)) & 0xFF:
             return -1
@@ -340,7 +338,7 @@ _plain_line = (emit.under("@micropython.viper", PLAIN_KERNEL, "plain_line")
 _copy_into = emit.under("@micropython.viper", COPY_KERNEL, "copy_into")
 _open_record = (emit.under("@micropython.viper", RECORD_KERNEL, "open_record")
                 or emit.build(RECORD_KERNEL, "open_record", {"ptr8": emit.same, "ptr32": emit.same}))
-del PLAIN_KERNEL, COPY_KERNEL, RECORD_KERNEL  # ~3 KB of text the board need not keep
+del CRC_LOOP, PLAIN_KERNEL, COPY_KERNEL, RECORD_KERNEL  # ~3 KB of text the board need not keep
 
 
 def copy(dst, k, src, i, n):
