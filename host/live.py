@@ -84,9 +84,7 @@ class FoxgloveLive:
         if self.telemetry is not None:
             self.telemetry.close()  # a new schema: the channel is advertised again under it
         fields = dict(zip(schema.names, schema.units))
-        kinds = schema.numpy_dtype()
-        # as a session loads them (host/sessions/load.py): unscaled integer fields stay integers
-        self.integer = {n for n, scale in zip(schema.names, schema.scales) if scale == 1 and kinds[n].kind in "iu"}
+        self.integer = set(schema.integers())  # as a session loads them
         self.names = ["t", "seq", "segment", *schema.names]
         self.telemetry = self._channel(self.mcap.TELEMETRY_TOPIC, self.mcap.telemetry_schema(fields, self.integer),
                                        self.mcap.telemetry_metadata(fields))

@@ -30,6 +30,11 @@ class TelemetrySchema:
         """{name: value in its unit} for one unpacked payload."""
         return {n: v * s for n, v, s in zip(self.names, raw, self.scales)}
 
+    def integers(self):
+        """The fields whose values are whole numbers in their unit (an integer type, scale 1): sessions load them
+        as int64, exports and the live view keep them integers."""
+        return [n for n, f, s in zip(self.names, self.fields, self.scales) if s == 1 and f["type"] in "bBhHiIlLqQ"]
+
     def numpy_dtype(self):
         import numpy as np
 

@@ -232,7 +232,7 @@ def _decode(frames, index, schema):
                          "itemsize": schema.size + P.OVERHEAD})
     raw = _rows(frames.buf, frames.start[index], in_frame.itemsize).view(in_frame)[:, 0]
     scales = dict(zip(names, schema.scales))
-    ints = [name for name in names if scales[name] == 1 and raw[name].dtype.kind in "iu"]
+    ints = schema.integers()
     floats = [name for name in names if name not in ints]
     columns = dict(zip(ints, np.empty((len(ints), len(raw)), np.int64)))
     columns.update(zip(floats, np.empty((len(floats), len(raw)), np.float64)))
