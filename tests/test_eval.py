@@ -78,6 +78,8 @@ def test_eval_sends_the_trajectory_again_to_a_board_that_restarted_between_runs(
             while gen0.hard_resets == resets and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert gen0.hard_resets == resets + 1
+            with Link(gen0.port) as link:  # back up: its hello says so (and the run's trajectory is gone)
+                link.connect(timeout=5.0)
 
     result = evaluate(gen0.port, [1450, 10, 1450, 10], ["sines"], 1.5, ["naive", "linear"], tmp_path, say=say)
     assert [(r["trajectory"], r["controller"]) for r in result["runs"]] == [("sines", "naive"), ("sines", "linear")]
