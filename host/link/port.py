@@ -6,6 +6,7 @@ of the frames, so the second one is told the port is busy instead.
 
 import errno
 import os
+import time
 
 import serial
 
@@ -16,6 +17,7 @@ DEFAULT_BAUD = 115200
 # reads, a port another program holds stopped): at 115200 baud a command of a few hundred bytes goes in
 # ~30 ms and the board's 260-byte RX buffer drains in ~25 ms, so a slow-but-working board is far below it.
 WRITE_TIMEOUT_S = 3.0
+BUSY_GRACE_S = 1.0  # a port found busy is tried again this long: the program that had it may be closing it
 
 
 def open_port(port, baud=DEFAULT_BAUD, timeout=0.05):
@@ -27,15 +29,18 @@ def open_port(port, baud=DEFAULT_BAUD, timeout=0.05):
         raise PortError("no port given: pass --port PORT (see `host ports`)")
     if not port.startswith(("socket://", "rfc2217://", "loop://")) and not os.path.exists(port):
         raise PortError(f"no serial port at {port}: run `host ports` to list the ports on this machine")
-    try:
-        ser = serial.serial_for_url(port, baudrate=baud, timeout=timeout, write_timeout=WRITE_TIMEOUT_S,
-                                     exclusive=True, do_not_open=True)
-        ser.open()
-    except serial.SerialException as e:
-        raise _explain(port, e) from None
-    except OSError as e:
-        raise _explain(port, e) from None
-    return ser
+    deadline = time.monotonic() + BUSY_GRACE_S
+    while True:
+        try:
+            ser = serial.serial_for_url(port, baudrate=baud, timeout=timeout, write_timeout=WRITE_TIMEOUT_S,
+                                         exclusive=True, do_not_open=True)
+            ser.open()
+            return ser
+        except (serial.SerialException, OSError) as e:
+            error = _explain(port, e)
+        if "is busy" not in str(error) or time.monotonic() > deadline:
+            raise error
+        time.sleep(0.05)  # a program that is letting go of it (a closing host command, a board restarting)
 
 
 def write(ser, port, data):
