@@ -125,6 +125,19 @@ def repl(port, code, timeout=10):
         return text.decode(errors="replace")
 
 
+def holds(make_sim, fault, *steps):
+    """A board with `fault` in direct mode through steps (pulses, seconds): the board, and per step the last
+    telemetry and the plant's truth at its end."""
+    gen0 = board_with(make_sim, fault)
+    seen = []
+    with Link(gen0.port) as link:
+        link.connect()
+        link.request("direct")
+        for pulses, seconds in steps:
+            seen.append((hold(link, pulses, seconds), gen0.board.truth()))
+    return gen0, seen
+
+
 def moved(before, after, field):
     return after[field] - before[field]
 
@@ -132,13 +145,9 @@ def moved(before, after, field):
 @pytest.mark.slow
 @pytest.mark.parametrize("fault,moves,other", [("swapped-pots", "shoulder", "elbow"), ("joints-swapped", "shoulder", "elbow")])
 def test_a_pulse_on_the_shoulder_shows_on_the_elbow(make_sim, fault, moves, other):
-    gen0 = board_with(make_sim, fault)
-    with Link(gen0.port) as link:
-        link.connect()
-        link.request("direct")
-        before = hold(link, (CENTRE, CENTRE), 0.4)
-        after = hold(link, (CENTRE + 400, CENTRE), 0.8)
-    truth = gen0.board.truth()["joints"]
+    gen0, ((before, _), (after, truth)) = holds(make_sim, fault, ((CENTRE, CENTRE), 0.4),
+                                                ((CENTRE + 400, CENTRE), 0.8))
+    truth = truth["joints"]
     assert abs(moved(before, after, other + "_deg")) > 25 and abs(moved(before, after, moves + "_deg")) < 6
     if fault == "swapped-pots":  # the shoulder really moved, its pot shows on the elbow's pin
         assert truth[0]["angle_deg"] > 25 and abs(truth[1]["angle_deg"]) < 10
@@ -149,40 +158,27 @@ def test_a_pulse_on_the_shoulder_shows_on_the_elbow(make_sim, fault, moves, othe
 
 @pytest.mark.slow
 def test_a_reversed_servo_turns_the_limb_against_its_pot(make_sim):
-    gen0 = board_with(make_sim, "reversed-servo")
-    with Link(gen0.port) as link:
-        link.connect()
-        link.request("direct")
-        before = hold(link, (CENTRE, CENTRE), 0.4)
-        after = hold(link, (CENTRE + 400, CENTRE), 0.8)
+    _, ((before, _), (after, truth)) = holds(make_sim, "reversed-servo", ((CENTRE, CENTRE), 0.4),
+                                             ((CENTRE + 400, CENTRE), 0.8))
     assert moved(before, after, "shoulder_deg") > 25  # the pot, inside the servo, follows the pulse
     assert moved(before, after, "ay") < -0.3  # the link turned the other way: gravity swings to -Y
-    assert gen0.board.truth()["joints"][0]["angle_deg"] < -25
+    assert truth["joints"][0]["angle_deg"] < -25
 
 
 @pytest.mark.slow
 def test_a_disconnected_pot_does_not_follow_its_joint(make_sim):
-    gen0 = board_with(make_sim, "pot-disconnected")  # the first joint: the shoulder
-    with Link(gen0.port) as link:
-        link.connect()
-        link.request("direct")
-        before = hold(link, (CENTRE, CENTRE), 0.4)
-        after = hold(link, (CENTRE + 400, CENTRE), 0.8)
-    assert gen0.board.truth()["joints"][0]["gear_deg"] > 25
+    _, ((before, _), (after, truth)) = holds(make_sim, "pot-disconnected",  # the first joint: the shoulder
+                                             ((CENTRE, CENTRE), 0.4), ((CENTRE + 400, CENTRE), 0.8))
+    assert truth["joints"][0]["gear_deg"] > 25
     assert abs(moved(before, after, "shoulder_deg")) < 15 and abs(moved(before, after, "elbow_deg")) < 6
 
 
 @pytest.mark.slow
 def test_a_clipped_pot_saturates_near_the_top_of_its_travel(make_sim):
-    gen0 = board_with(make_sim, "pot-clipped:shoulder")
-    with Link(gen0.port) as link:
-        link.connect()
-        link.request("direct")
-        low = hold(link, (CENTRE - 300, CENTRE), 0.6)
-        centre = hold(link, (CENTRE, CENTRE), 0.6)
-        high = hold(link, (CENTRE + 650, CENTRE), 0.8)
-        top = hold(link, (CENTRE + 800, CENTRE), 0.6)
-        gear = gen0.board.truth()["joints"][0]["gear_deg"]
+    _, seen = holds(make_sim, "pot-clipped:shoulder", ((CENTRE - 300, CENTRE), 0.6), ((CENTRE, CENTRE), 0.6),
+                    ((CENTRE + 650, CENTRE), 0.8), ((CENTRE + 800, CENTRE), 0.6))
+    (low, _), (centre, _), (high, _), (top, truth) = seen
+    gear = truth["joints"][0]["gear_deg"]
     assert low["shoulder_raw"] < 60000 and moved(low, centre, "shoulder_deg") > 35  # ~1.6x the calibrated 30 deg
     assert high["shoulder_raw"] >= 65000 and top["shoulder_raw"] >= 65000 and gear > 70  # saturated: 4095 << 4
     assert abs(moved(high, top, "shoulder_deg")) < 2
@@ -204,14 +200,9 @@ def test_an_imu_that_does_not_answer_at_0x68(make_sim, fault, found):
 
 @pytest.mark.slow
 def test_a_stuck_joint_does_not_move_and_stalls(make_sim):
-    gen0 = board_with(make_sim, "stuck-joint:elbow")
-    with Link(gen0.port) as link:
-        link.connect()
-        link.request("direct")
-        before = hold(link, (CENTRE, CENTRE), 0.4)
-        gear = gen0.board.truth()["joints"][1]["gear_deg"]
-        after = hold(link, (CENTRE + 300, CENTRE - 400), 0.8)
-        truth = gen0.board.truth()
+    _, ((before, start), (after, truth)) = holds(make_sim, "stuck-joint:elbow", ((CENTRE, CENTRE), 0.4),
+                                                 ((CENTRE + 300, CENTRE - 400), 0.8))
+    gear = start["joints"][1]["gear_deg"]
     assert truth["joints"][1]["gear_deg"] == pytest.approx(gear, abs=0.5) and moved(before, after, "shoulder_deg") > 20
     # the reading only shifts by the stall current in the ground leads (~3-5 deg), never the 40 deg asked
     assert abs(moved(before, after, "elbow_deg")) < 8
