@@ -474,7 +474,8 @@ def check(port, out=None, stop=None, say=print, plot=None, write=False):
         raise UserError(f"check stopped ({e}); the joints are stopped; session kept: {rec.kept()}") from None
     verdicts = [s["verdict"] for s in steps]
     result = {"port": port, "board_id": hello.board_id, "firmware": hello.fw, "session": str(rec.path),
-              "verdict": FAIL if FAIL in verdicts else WARN if WARN in verdicts else PASS, "steps": steps}
+              "verdict": FAIL if FAIL in verdicts else WARN if WARN in verdicts else PASS, "steps": steps,
+              "refused_sets": sorted(set(driver.refusals))}  # a `set` the board refused: the figures near it are suspect
     if plot:
         from host.sessions import load
 
@@ -516,17 +517,15 @@ def write_description(port, robot, say=print):
         config.check(copy.deepcopy(robot))  # what the firmware will check at boot: never store one it refuses
     except config.ConfigError as e:
         raise UserError(f"the measured description would not boot ({e}); nothing written") from None
-    with Link(port) as link:
-        hello = link.connect().data
-    lean = {k: v for k, v in hello.items() if k not in ("programs", "track")}  # what a long hello drops (loop.py)
-    size = len(json.dumps(dict(lean, robot=robot)).encode())
-    if size > P.MAX_PAYLOAD - 128:  # the board sends its description in every hello: it must still fit a frame
-        raise UserError(f"the measured description makes a {size}-byte hello, more than a frame holds "
-                        f"({P.MAX_PAYLOAD}); nothing written: shorten the robot description")
     data = (json.dumps(robot, indent=1) + "\n").encode()
     with Link(port) as link:
-        old = link.connect().robot
-        transfer(link, f"file:{PREVIOUS_FILE}", (json.dumps(old, indent=1) + "\n").encode())
+        hello = link.connect()
+        lean = {k: v for k, v in hello.items() if k not in ("programs", "track")}  # what a long hello drops (loop.py)
+        size = len(json.dumps(dict(lean, robot=robot)).encode())
+        if size > P.MAX_PAYLOAD - 128:  # the board sends its description in every hello: it must still fit a frame
+            raise UserError(f"the measured description makes a {size}-byte hello, more than a frame holds "
+                            f"({P.MAX_PAYLOAD}); nothing written: shorten the robot description")
+        transfer(link, f"file:{PREVIOUS_FILE}", (json.dumps(hello.robot, indent=1) + "\n").encode())
         transfer(link, f"file:{ROBOT_FILE}", data)
         link.request("reset")  # acked, then machine.reset(): the board boots with the new description
     say(f"stored the measured description on the board ({len(data)} bytes; the previous one is {PREVIOUS_FILE}); "

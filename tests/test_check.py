@@ -61,6 +61,7 @@ def test_the_healthy_robot_passes_every_step_and_write_survives_a_restart(make_s
     result = check(gen0.port, tmp_path, say=lambda m: None, plot=tmp_path / "check.png", write=True)
     for step, verdict in verdicts(result).items():
         assert_healthy(step, verdict)
+    assert result["refused_sets"] == []  # every move went through in direct mode
     assert [s["step"] for s in result["steps"]] == ["link", "imu", "joint shoulder", "joint elbow", "directions",
                                                     "range shoulder", "range elbow", "supply"]
     joint = result["steps"][2]["measured"]
