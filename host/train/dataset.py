@@ -85,9 +85,13 @@ def of_unit(sessions, unit):
     return kept
 
 
-def from_sessions(sessions, task):
-    """Rows of `task` from loaded sessions; validation: the last sessions, or the end of each segment."""
-    n_val = math.ceil(len(sessions) * VAL_FRACTION) if len(sessions) > 1 else 0
+def from_sessions(sessions, task, n_val=None):
+    """Rows of `task` from loaded sessions; validation: the last n_val sessions (default: a VAL_FRACTION of
+    them, at least one), or with one session the end of each segment."""
+    if n_val is None:
+        n_val = math.ceil(len(sessions) * VAL_FRACTION) if len(sessions) > 1 else 0
+    elif not 0 < n_val < len(sessions):
+        raise UserError(f"{n_val} validation session(s) of {len(sessions)}: leave at least one to train on")
     parts = {"train": [], "val": []}
     infos, dropped = [], dict.fromkeys(("not_driven", "edges", "split_gap", "nan"), 0)
     for i, s in enumerate(sessions):

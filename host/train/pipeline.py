@@ -27,7 +27,7 @@ from host.train.model import MLP
 from polyniod_firmware import mlp
 
 
-def train(task, sessions=(), out=None, progress=True, ahead=None, device=None, unit=None, **settings):
+def train(task, sessions=(), out=None, progress=True, ahead=None, device=None, unit=None, val=None, **settings):
     """Train a new model of `task` on sessions (paths, names or loaded Sessions); write `out`; its metrics.
 
     Sessions of several boards are pooled; unit (a board's unit id) keeps only that board's. metrics.json's
@@ -35,7 +35,8 @@ def train(task, sessions=(), out=None, progress=True, ahead=None, device=None, u
     settings: any Config field (hidden, act, optim, lr, epochs, batch, patience, qat, seed);
     None or missing means the task's default, then Config's. ahead: the inverse task's look-ahead.
     device (cpu, default; cuda) and progress are choices of this run, not settings of the model:
-    the checkpoint keeps neither, and a resume picks its own."""
+    the checkpoint keeps neither, and a resume picks its own. val: how many of the last sessions validate
+    (default: dataset.from_sessions' rule), so that sessions added later (host learn's rounds) train."""
     started = time.perf_counter()
     device = _device(device)
     loaded = of_unit(_load_sessions(sessions), unit)
@@ -43,7 +44,7 @@ def train(task, sessions=(), out=None, progress=True, ahead=None, device=None, u
         print(f"warning: {line}", file=sys.stderr)
     t = task_for(task, loaded, **({} if ahead is None else {"ahead": ahead}))
     config = _config(t, settings)
-    data = synthetic(t, config.seed) if t.data else from_sessions(loaded, t)
+    data = synthetic(t, config.seed) if t.data else from_sessions(loaded, t, n_val=val)
     norm = normalisation(data.x_train, data.y_train)
     torch.manual_seed(config.seed)
     model = MLP(len(t.inputs), config.hidden, len(t.outputs), config.act, config.first_act, config.init)
