@@ -15,12 +15,13 @@ import imu
 import protocol as P
 
 # flags byte, bit i = FLAGS[i]
-FLAGS = ("watchdog", "limp", "clamped", "imu_missing", "rx_error")
+FLAGS = ("watchdog", "limp", "clamped", "imu_missing", "rx_error", "fallback")
 F_WATCHDOG = 1  # direct mode: the host went silent, holding
 F_LIMP = 2  # some joint gets no pulses (idle limp, or nothing commanded yet)
 F_CLAMPED = 4  # a pulse was clamped to its joint's limits since the last frame
 F_IMU_MISSING = 8  # no IMU readings (absent or failed); ax..gz are 0
 F_RX_ERROR = 16  # a bad command line (CRC, syntax, too long) since the last frame
+F_FALLBACK = 32  # track: a model input left its trained range since the last frame; the fallback drove
 
 ENDIAN = "<"
 ACK_MAX_PAYLOAD = 1024  # acks and logs (longer ones: protocol.ack_into/log_into); the hello is framed separately
