@@ -393,6 +393,40 @@ def test_bad_plant_file_is_one_clear_line(tmp_path):
         VirtualBoard.from_files(plant_path=tmp_path / "nope.json")
 
 
+VARIANTS = sorted((HARDWARE / "plants").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", VARIANTS, ids=[p.stem for p in VARIANTS])
+def test_plant_variants_differ_from_the_default_only_where_they_say(path):
+    variant = json.loads(path.read_text())
+    params = load_params(path)
+    assert params["name"] == variant["name"] and params["doc"] == variant["doc"] and len(params["doc"]) > 80
+    changed = {(s, k) for s, entries in variant.items() if isinstance(entries, dict) for k in entries}
+    assert changed
+    for section, entries in PLANT.items():
+        if isinstance(entries, dict):
+            for key, entry in entries.items():
+                want = variant[section][key] if (section, key) in changed else entry
+                assert params[section][key] == want, f"{path.name}: {section}.{key}"
+
+
+def test_variant_replaces_whole_entries_and_says_what_is_wrong(tmp_path):
+    (tmp_path / "v.json").write_text(json.dumps({"name": "v", "doc": "d", "base": str(HARDWARE / "plant_gen0.json"),
+                                                 "servo": {"backlash_deg": {"value": 3.0, "unit": "deg", "doc": "x"}}}))
+    b = VirtualBoard(ROBOT, load_params(tmp_path / "v.json"), seed=5)
+    assert [s.half_play for s in b.plant.servos] == [pytest.approx(math.radians(1.5))] * 2  # no per_unit draw
+    (tmp_path / "loop.json").write_text(json.dumps({"base": "loop.json"}))
+    with pytest.raises(ValueError, match="leads back to itself"):
+        load_params(tmp_path / "loop.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"base": "nope.json"}))
+    with pytest.raises(ValueError, match="nope.json not found"):
+        load_params(tmp_path / "bad.json")
+    (tmp_path / "broken.json").write_text(json.dumps({"base": str(HARDWARE / "plant_gen0.json"),
+                                                      "servo": {"backlash_deg": {"value": -1}}}))
+    with pytest.raises(ValueError, match=r"servo\.backlash_deg must be a number >= 0"):
+        load_params(tmp_path / "broken.json")
+
+
 def script(b, peek=False):
     """A firmware-like session: wake the IMU, move, read everything."""
     out = [b.unique_id]

@@ -28,6 +28,7 @@ at the same t_us give the same run whatever the calling pattern.
 import json
 import math
 import random
+from pathlib import Path
 
 from host.sim import faults as F
 
@@ -101,15 +102,37 @@ def check_params(params, where="plant file"):
     return params
 
 
-def load_params(path):
-    """The checked plant parameters of a JSON file (ValueError, one line, for anything wrong)."""
+def load_params(path, _seen=()):
+    """The checked plant parameters of a JSON file (ValueError, one line, for anything wrong).
+
+    A variant file names the plant it differs from, `"base": "plant_gen0.json"` (relative to the
+    variant's own folder), and holds only what differs: each entry it gives replaces the base's
+    entry whole (value, per_unit, doc), so a variant never inherits a per-unit range by accident."""
     try:
         with open(path) as f:
             params = json.load(f)
     except FileNotFoundError:
         raise ValueError(f"plant file {path} not found; pass an existing --plant FILE") from None
-    except ValueError as e:
+    except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"plant file {path} is not valid JSON ({e})") from None
+    except OSError as e:
+        raise ValueError(f"plant file {path} cannot be read ({e.strerror}); pass a readable --plant FILE") from None
+    if isinstance(params, dict) and "base" in params:
+        base = params["base"]
+        if not isinstance(base, str) or not base:
+            raise ValueError(f"plant file {path}: base must name a plant file, got {base!r}")
+        base_path = (Path(path).parent / base).resolve()
+        if base_path in _seen:
+            raise ValueError(f"plant file {path}: base {base} leads back to itself")
+        merged = load_params(base_path, _seen + (Path(path).resolve(),))
+        for section, entries in params.items():
+            if section in ("base", "name", "doc"):
+                merged[section if section != "base" else "based_on"] = entries if section != "base" else str(base_path)
+                continue
+            if not isinstance(entries, dict):
+                raise ValueError(f"plant file {path}: section '{section}' must be an object of entries")
+            merged.setdefault(section, {}).update(entries)
+        params = merged
     return check_params(params, f"plant file {path}")
 
 
