@@ -41,6 +41,7 @@ class Session:
         self.logs = []
         self.acks = []
         self.stats = {}
+        self.lost = np.zeros(0, np.int64)  # per telemetry row: ticks missing just before it (0 at a segment's start)
         self.text = ""
 
     def __len__(self):
@@ -185,7 +186,7 @@ def _segments(s, frames, hellos):
             bounds[0][1] = hello if hello is not None and hello.get("schema") else None
         else:  # nothing before the first hello
             del bounds[0], stops[0]
-    pieces, rows, undecoded, wrong_size = [], 0, 0, 0
+    pieces, lost, rows, undecoded, wrong_size = [], [], 0, 0, 0
     for seg_id, ((first, hello), stop) in enumerate(zip(bounds, stops)):
         seq, ticks = frames.seq[first:stop], frames.ticks[first:stop]
         half = P.TICKS_PERIOD // 2  # as P.unwrap_ticks: steps within +-half a period (log frames may step back)
@@ -202,6 +203,11 @@ def _segments(s, frames, hellos):
             telemetry = telemetry[fits]
         piece = {"t": device_us[telemetry] / 1e6, "t_host": frames.host_time[first + telemetry],
                  "seq": seq_count[telemetry], "segment": np.full(len(telemetry), seg_id, dtype=np.int64)}
+        # ticks missing just before each telemetry row (a frame lost, or one not decodable as telemetry): its seq
+        # step less one, less the other frames (acks, logs, hellos) received in between
+        other = np.cumsum(frames.type[first:stop] != P.T_TELEMETRY)[telemetry]
+        lost.append(np.maximum(np.diff(seq_count[telemetry], prepend=seq_count[telemetry[:1]] + 1) - 1 -
+                               np.diff(other, prepend=other[:1]), 0))
         if schema is not None:
             piece.update(_decode(frames, first + telemetry, schema))
         pieces.append(piece)
@@ -216,6 +222,7 @@ def _segments(s, frames, hellos):
                 raise UserError(f"{s.path}: its segments disagree on the unit of {name!r} ({s.units[name]!r}, {unit!r})")
     lengths = [len(p["t"]) for p in pieces]
     s.columns = {name: _concat([p.get(name) for p in pieces], lengths) for name in s.units}
+    s.lost = np.concatenate(lost).astype(np.int64) if lost else np.zeros(0, np.int64)
     s.stats["undecoded_frames"] = undecoded
     s.stats["wrong_size_frames"] = wrong_size
 

@@ -22,6 +22,7 @@ from host.train.tasks import TASKS
 
 VAL_FRACTION = 0.2  # of the sessions (at least one), or of each segment when there is one session
 SPLIT_GAP = features.MAX_FUTURE  # ticks between a segment's training part and its validation part
+RESYNC_S = 0.05  # firmware/loop.py RESYNC_US: a tick this late makes the board drop the missed ticks (a pause)
 
 
 @dataclass
@@ -151,10 +152,8 @@ def session_rows(session, inputs, outputs, split=False):
             cut = round(n * (1 - VAL_FRACTION))
             part[cut:] = 1
             part[cut:cut + SPLIT_GAP] = -1
-        period = 1.0 / hello.rate_hz
-        step = np.diff(c["t"][a:b])
         breaks = np.ones(n, dtype=bool)
-        breaks[1:] = (np.abs(step - period) > period / 2) | (part[1:] != part[:-1]) | (driven[1:] != driven[:-1])
+        breaks[1:] = _gaps(session, a, b, hello) | (part[1:] != part[:-1]) | (driven[1:] != driven[:-1])
         block = np.cumsum(breaks) - 1
         starts = np.flatnonzero(breaks)
         pos = np.arange(n) - starts[block]
@@ -208,6 +207,16 @@ def output_label(name):
         if column.endswith(suffix) and len(column) > len(suffix):
             return column[:-len(suffix)], quantity, unit
     return column, "", ""
+
+
+def _gaps(session, a, b, hello):
+    """Whether ticks are missing between each row and the next (rows a..b of one segment): a frame lost on the
+    way (Session.lost), or a pause in which the board dropped ticks (a step longer than RESYNC_S and a tick).
+    A late tick the firmware caught up is no gap: the ticks are consecutive, their times the board's own,
+    so the rows do not depend on how busy the host (or, under the virtual Gen0, its simulator) was."""
+    step = np.diff(np.asarray(session.columns["t"][a:b], dtype=np.float64))
+    lost = session.lost[a + 1:b] > 0 if len(session.lost) == len(session) else np.zeros(len(step), bool)
+    return lost | (step > RESYNC_S + 1.0 / hello.rate_hz) | (step <= 0)
 
 
 def _driven(c, a, b, hello):
