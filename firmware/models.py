@@ -10,7 +10,9 @@ only model.prev (old), which boot falls back to. A refused blob leaves all of it
 
 A Binding is how a model attaches to this robot: each input a signal (features.parse) this
 robot has, each output a joint's pulse, with the float edges of mlp.MLP.md folded into integer
-fixed point so that the tick quantises in place without allocating.
+fixed point so that the tick quantises in place without allocating. It also holds the model's
+guard (MLP.md "The learned region"): each input's trained range in raw units, and the linear map
+that drives the model's joints while an input is outside it.
 """
 
 import errno
@@ -35,6 +37,9 @@ SMALL = 1 << 29  # every fixed-point intermediate stays below this (ESP32 small 
 IN_SHIFT = 20
 OUT_SHIFT = 16
 INFO_MAX = 900  # bytes of info JSON in the `xfer end` ack (an ack carries 1021 with slot, size, crc)
+GUARD_MARGIN = 0.1  # of an input's trained span, each side: beyond it the model has left what it learned
+GUARD_MIN = 2  # raw units: the least margin (an input that hardly varied in training)
+NO_GUARD = 1 << 20  # beyond every raw value: the guard of a blob without ranges never trips
 
 
 def signals(cfg):
@@ -75,6 +80,17 @@ def _fixed(value, shift):
     return int(value * (1 << shift) + (0.5 if value >= 0 else -0.5))
 
 
+def linear_fixed(a, b):
+    """pulse = a + b * deg in fixed point: (A, B, shift) with pulse = (A + B * cdeg) >> shift, rounded
+    half up, every product below SMALL for |deg| <= 327.67 (track mode's `linear`, a guard's fallback)."""
+    if not (-5000 < a < 5000 and -200 < b < 200):
+        raise ValueError("lin: a_j within +-5000 us and b_j within +-200 us/deg")
+    shift = 16
+    while (abs(a) + 1 + abs(b) * 330) * (1 << shift) >= SMALL:
+        shift -= 1
+    return _fixed(a + 0.5, shift), _fixed(b / 100, shift), shift
+
+
 class Binding:
     """A parsed blob's inputs and outputs on this robot, in integers; ValueError if they do not fit.
 
@@ -84,6 +100,12 @@ class Binding:
     steps (the rounding of a; ~0.005 for angles, at most 0.016). Clamping v to [lo, hi], where q
     is saturated anyway, keeps every product below 2**29. Output o: pulse = (y * g + h) >> out_shift
     for joint `joint`, rounded half up to within 0.002 us.
+
+    The guard (meta `in_range`, `fallback_lin`; MLP.md "The learned region"): input i is outside
+    while v < olo or v > ohi (its trained range widened by GUARD_MARGIN of its span) and back
+    inside once ilo <= v <= ihi (the trained range itself): hysteresis. Without `in_range` the
+    limits are +-NO_GUARD and never trip (guarded False). Output o's fallback pulse is
+    (la + lb * target_cdeg) >> lshift: `fallback_lin`'s (a, b), else robot.json's center_us, us_per_deg.
     """
 
     def __init__(self, spec, sigs, cfg):
@@ -93,6 +115,11 @@ class Binding:
         self.offset = []  # per input: ticks from now
         self.lo, self.hi, self.r0, self.a, self.b, self.shift = [], [], [], [], [], []
         self.horizon = 0  # furthest target looked ahead
+        self.olo, self.ohi, self.ilo, self.ihi = [], [], [], []
+        ranges = spec.meta.get("in_range")
+        self.guarded = ranges is not None
+        if self.guarded and not (isinstance(ranges, list) and len(ranges) == len(spec.inputs)):
+            raise ValueError("in_range: one [lo, hi] per input (%d)" % len(spec.inputs))
         for i, name in enumerate(spec.inputs):
             signal, k = features.parse(name)
             if signal not in sigs:
@@ -109,6 +136,7 @@ class Binding:
             self.offset.append(k)
             gain = 1 / (spec.in_std[i] * first.in_scale)
             self._input(name, scale * gain, first.in_zp - spec.in_mean[i] * gain, RAW_RANGE[typ])
+            self._guard(name, ranges[i] if self.guarded else None, scale)
         joints = [j["name"] for j in cfg["joints"]]
         self.joint, self.g, self.h, self.out_shift = [], [], [], []
         for o, name in enumerate(spec.outputs):
@@ -129,6 +157,36 @@ class Binding:
             self.g.append(_fixed(gain, shift))
             self.h.append(_fixed(offset + 0.5, shift))
             self.out_shift.append(shift)
+        lin = spec.meta.get("fallback_lin")
+        if lin is not None and not (isinstance(lin, list) and len(lin) == 2 * len(spec.outputs)):
+            raise ValueError("fallback_lin: a, b (pulse = a + b * deg) per output (%d numbers)" % (2 * len(spec.outputs)))
+        self.la, self.lb, self.lshift = [], [], []
+        for o, j in enumerate(self.joint):
+            a, b = (lin[2 * o], lin[2 * o + 1]) if lin else (cfg["joints"][j]["center_us"], cfg["joints"][j].get("us_per_deg", 10.0))
+            a, b, shift = linear_fixed(float(a), float(b))
+            self.la.append(a)
+            self.lb.append(b)
+            self.lshift.append(shift)
+
+    def _guard(self, name, trained, scale):
+        """Input `name`'s guard limits in raw units from its trained [lo, hi] in its own units (None: never)."""
+        if trained is None:
+            self.olo.append(-NO_GUARD)
+            self.ohi.append(NO_GUARD)
+            self.ilo.append(-NO_GUARD)
+            self.ihi.append(NO_GUARD)
+            return
+        try:
+            lo, hi = float(trained[0]) / scale, float(trained[1]) / scale
+        except (TypeError, ValueError, IndexError):
+            lo = hi = None
+        if lo is None or not -NO_GUARD < lo <= hi < NO_GUARD:
+            raise ValueError("input %r: in_range %r is not [lo, hi] within the signal's range" % (name, trained))
+        margin = max(GUARD_MARGIN * (hi - lo), GUARD_MIN)
+        self.ilo.append(int(lo) - (1 if lo < int(lo) else 0))  # floor
+        self.ihi.append(int(hi) + (1 if hi > int(hi) else 0))  # ceil
+        self.olo.append(max(int(lo - margin) - 1, -NO_GUARD))
+        self.ohi.append(min(int(hi + margin) + 1, NO_GUARD))
 
     def _input(self, name, k, c, raw_range):
         """Fixed point for q = v * k + c (k > 0: steps per raw unit), v within raw_range."""

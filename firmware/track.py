@@ -6,6 +6,10 @@ programs' generators run on angles) or from the host (xfer slot `traj`). They ar
 a model's past inputs come from rings of the signals it reads (features.MAX_PAST). Everything
 per tick is integer and preallocated: no allocation, also with the model (infer_q, inputs
 quantised in place by models.Binding).
+
+A model runs inside its guard (MLP.md "The learned region"): while any input is outside the range
+it was trained on (with a margin, and hysteresis), the blob's linear map drives its joints and
+the telemetry flag `fallback` is raised; the switch is a crossfade over FADE_S, not a jump.
 """
 
 import array
@@ -16,12 +20,16 @@ import programs
 import protocol as P
 from features import MAX_PAST
 from protocol import Refused
+from telemetry import F_FALLBACK
 
 RING = 128  # target ring slots per joint: a power of two > MAX_PAST + MAX_FUTURE
 HISTORY = 32  # history ring slots per signal: a power of two > MAX_PAST
-PLAN = 8  # int32 per model input in Mlp.plan: source, offset, lo, hi, r0, a, b, shift (after t, n)
+PLAN = 12  # int32 per model input in Mlp.plan: source, offset, lo, hi, r0, a, b, shift, olo, ohi, ilo, ihi
+HEAD = 3  # Mlp.plan starts t, n, guard (in: 1 while falling back; out: the inputs outside the guard)
+FADE_S = 0.04  # model <-> fallback crossfade: no pulse jumps at the switch, and quick enough to be safe
 
-# The model's inputs, quantised in place each tick (models.Binding has the arithmetic): one
+# The model's inputs, quantised in place each tick (models.Binding has the arithmetic), and the guard:
+# how many raw values lie outside [olo, ohi] (inside the model) or [ilo, ihi] (falling back). One
 # source, compiled under viper where the build has it (~40x the bytecode's speed), else plain.
 # ptr32 loads are zero-extended where a machine word is wider than 32 bits: `v -= (v & m) << 1`
 # sign-extends them (m is bit 31 under viper, shifted at run time: a 1 << 31 literal does not fit the
@@ -36,8 +44,10 @@ def features(x, plan, hist, ring):
     m <<= 31
     t = p[0]
     n = p[1]
+    g = 8 + 2 * p[2]
+    out = 0
     i = 0
-    k = 2
+    k = HEAD_SLOTS
     while i < n:
         src = p[k]
         src -= (src & m) << 1
@@ -48,6 +58,12 @@ def features(x, plan, hist, ring):
         else:
             v = h[src * HISTORY_SLOTS + ((t + off) & (HISTORY_SLOTS - 1))]
         v -= (v & m) << 1
+        glo = p[k + g]
+        glo -= (glo & m) << 1
+        ghi = p[k + g + 1]
+        ghi -= (ghi & m) << 1
+        if v < glo or v > ghi:
+            out += 1
         lo = p[k + 2]
         lo -= (lo & m) << 1
         hi = p[k + 3]
@@ -68,8 +84,10 @@ def features(x, plan, hist, ring):
             q = 127
         xs[i] = q & 0xFF
         i += 1
-        k += 8
-""".replace("RING_SLOTS", str(RING)).replace("HISTORY_SLOTS", str(HISTORY))
+        k += PLAN_SLOTS
+    p[2] = out
+""".replace("RING_SLOTS", str(RING)).replace("HISTORY_SLOTS", str(HISTORY)).replace("HEAD_SLOTS", str(HEAD)) \
+    .replace("PLAN_SLOTS", str(PLAN))
 
 
 features = (emit.under("@micropython.viper", FEATURES.replace("SIGN", "1"), "features")
@@ -209,7 +227,6 @@ class Linear:
 
     name = "linear"
     horizon = 0
-    SHIFT = 16
 
     def __init__(self, joints, text):
         if text is None:
@@ -225,14 +242,9 @@ class Linear:
             raise ValueError("lin takes %d numbers: a_j,b_j (pulse = a_j + b_j * deg) per joint" % (2 * len(joints)))
         self.a, self.b, self.shift = [], [], []
         for j in range(len(joints)):
-            a, b = self.lin[2 * j], self.lin[2 * j + 1]
-            if not (-5000 < a < 5000 and -200 < b < 200):
-                raise ValueError("lin: a_j within +-5000 us and b_j within +-200 us/deg")
-            shift = self.SHIFT
-            while (abs(a) + 1 + abs(b) * 330) * (1 << shift) >= models.SMALL:  # |deg| <= 327.67
-                shift -= 1
-            self.a.append(models._fixed(a + 0.5, shift))
-            self.b.append(models._fixed(b / 100, shift))
+            a, b, shift = models.linear_fixed(self.lin[2 * j], self.lin[2 * j + 1])
+            self.a.append(a)
+            self.b.append(b)
             self.shift.append(shift)
 
     def info(self):
@@ -267,16 +279,24 @@ class Mlp:
         self.x = bytearray(self.model.n_in)
         self.y = bytearray(self.model.n_out)
         n = self.model.n_in
-        self.plan = array.array("i", [0, n] + [0] * (PLAN * n))
+        self.plan = array.array("i", [0, n, 0] + [0] * (PLAN * n))
         for i in range(n):
-            self.plan[2 + PLAN * i:2 + PLAN * (i + 1)] = array.array("i", (
-                b.source[i], b.offset[i], b.lo[i], b.hi[i], b.r0[i], b.a[i], b.b[i], b.shift[i]))
+            self.plan[HEAD + PLAN * i:HEAD + PLAN * (i + 1)] = array.array("i", (
+                b.source[i], b.offset[i], b.lo[i], b.hi[i], b.r0[i], b.a[i], b.b[i], b.shift[i],
+                b.olo[i], b.ohi[i], b.ilo[i], b.ihi[i]))
+        self.fade = max(1, round(FADE_S * robot.rate_hz))  # ticks of the crossfade
+        self.falling = 0  # 1 while an input is outside the guard: the fallback drives
+        self.w = 0  # crossfade weight of the fallback, 0..fade
 
     def info(self):
-        return {"name": self.name, "model_id": self.model_id}
+        info = {"name": self.name, "model_id": self.model_id}
+        if self.binding.guarded:
+            info["guard"] = {"fade_ticks": self.fade}
+        return info
 
     def start(self, robot):
         """Before the first tick: the history is the present state, as far back as it reaches."""
+        self.falling = self.w = 0
         for s in range(len(self.kinds)):
             v = self.read(robot, s)
             for i in range(HISTORY):
@@ -303,13 +323,31 @@ class Mlp:
                 hist[s * HISTORY + ((t - 1) & (HISTORY - 1))] = v
             hist[s * HISTORY + (t & (HISTORY - 1))] = v
         b = self.binding
-        self.plan[0] = t
-        features(self.x, self.plan, hist, track.ring)
+        plan = self.plan
+        plan[0] = t
+        plan[2] = self.falling
+        features(self.x, plan, hist, track.ring)
+        falling = 1 if plan[2] else 0  # outside the outer limits, or not yet back inside the inner ones
+        self.falling = falling
+        w = self.w
+        if falling:
+            robot.latched |= F_FALLBACK
+            if w < self.fade:
+                w += 1
+        elif w:
+            w -= 1
+        self.w = w
         y = self.y
         self.model.infer_q(self.x, y)
         target = robot.target
+        cur = robot.target_cdeg
+        fade = self.fade
         for o in range(len(y)):
-            target[b.joint[o]] = (((y[o] ^ 0x80) - 0x80) * b.g[o] + b.h[o]) >> b.out_shift[o]
+            j = b.joint[o]
+            pulse = (((y[o] ^ 0x80) - 0x80) * b.g[o] + b.h[o]) >> b.out_shift[o]
+            if w:  # toward the fallback's pulse by w / fade
+                pulse += ((((b.la[o] + b.lb[o] * cur[j]) >> b.lshift[o]) - pulse) * w) // fade
+            target[j] = pulse
 
 
 class Track:

@@ -21,6 +21,7 @@ import numpy as np
 
 from polyniod_firmware import protocol as P
 
+from host.calibration import calibrate  # noqa: F401 (host eval and the demo take it from here)
 from host.collect import Recorder
 from host.deploy import send_trajectory
 from host.errors import DeviceError, UserError
@@ -28,7 +29,7 @@ from host.files import save_figure
 from host.link.client import CommandError, Link
 from host.models import find_model
 from host.sessions import find_session, load
-from host.sessions.stats import error, robot_of
+from host.sessions.stats import error
 
 CONTROLLERS = ("naive", "linear", "model")
 TRAJECTORIES = ("steps", "sines", "random")
@@ -40,7 +41,6 @@ STEP_HOLD = 1 / 12  # of --seconds, each level (0.5 s at 6 s: the servo settles,
 SINES = ((0.5, 40.0), (1.0, 25.0), (2.0, 12.0))  # (Hz, amplitude deg): similar peak speeds, ~150 deg/s
 RANDOM_AMP, RANDOM_KNOT_S = 35.0, 0.5  # smooth random: cosine-eased moves between random knots
 EVAL_SEED = 9_000_001  # the random trajectory's own seed: no program draws from it
-SETTLED_S = 0.3  # calibrate(): a pulse held this long has settled
 
 
 @dataclass
@@ -142,42 +142,7 @@ def _smooth_random(rng, t, seconds):
     return knots[i] + (knots[i + 1] - knots[i]) * ease
 
 
-# -- the linear calibration ---------------------------------------------------------------------------
-def calibrate(sessions):
-    """Least-squares pulse = a + b * deg per joint, on the samples whose pulse had been held SETTLED_S.
-
-    What a careful user does by hand (command a pulse, wait, read the angle), over every settled
-    sample of the sessions. {"lin": [a0, b0, a1, b1, ...], "joints", "rows", "rmse_us", "sessions"}."""
-    if not sessions:
-        raise UserError("the linear calibration needs collected sessions: give --calibrate SESSION (`host sessions`)")
-    joints, rate = robot_of(sessions)
-    held = max(1, round(SETTLED_S * rate))
-    lin, rows, errors = [], {}, {}
-    for j in joints:
-        x, y = [], []
-        for s in sessions:
-            c = s.columns
-            if len(s) == 0 or f"{j}_cmd_us" not in c:
-                continue
-            pulse, deg, seg = np.asarray(c[f"{j}_cmd_us"]), np.asarray(c[f"{j}_deg"], dtype=float), c["segment"]
-            change = np.ones(len(pulse), dtype=bool)
-            change[1:] = (pulse[1:] != pulse[:-1]) | (seg[1:] != seg[:-1])
-            starts = np.flatnonzero(change)
-            age = np.arange(len(pulse)) - starts[np.cumsum(change) - 1]  # ticks since the pulse last changed
-            ok = (age >= held) & (pulse > 0) & np.isfinite(deg)
-            x.append(deg[ok])
-            y.append(pulse[ok].astype(float))
-        x, y = (np.concatenate(v) if v else np.zeros(0) for v in (x, y))
-        if len(x) < 20 or np.ptp(x) < 10:
-            raise UserError(f"too few settled samples of {j} in {', '.join(s.name for s in sessions)} ({len(x)}): "
-                            f"collect with `host collect --program steps` (it holds pulses >= {SETTLED_S:g} s)")
-        a = np.column_stack([np.ones_like(x), x])
-        coef = np.linalg.lstsq(a, y, rcond=None)[0]
-        lin += [round(float(coef[0]), 3), round(float(coef[1]), 4)]
-        rows[j] = len(x)
-        errors[j] = round(float(np.sqrt(np.mean((a @ coef - y) ** 2))), 2)
-    return {"lin": lin, "joints": joints, "rows": rows, "rmse_us": errors, "settled_s": SETTLED_S,
-            "sessions": [str(s.path) for s in sessions]}
+# -- the linear calibration: host/calibration.py (train writes it into a blob as the model's fallback) --------
 
 
 def trained_sessions(port, models="models"):
@@ -266,7 +231,9 @@ def score(session, lead_in):
         target, measured = np.asarray(c[f"{j}_target_deg"], float)[rows], np.asarray(c[f"{j}_deg"], float)[rows]
         e = error(target, measured)
         joints[j] = {"rmse_deg": e["rmse"], "max_deg": e["max_abs"], "lag_ms": _r(lag(target, measured, rate) * 1000, 1)}
+    flagged = (np.asarray(c["flags"])[rows] & hello.flag("fallback")) > 0 if "fallback" in hello.flags else None
     return {"ticks": len(rows), "rate_hz": rate, "drops": int(session.stats["drops"]), "joints": joints,
+            "fallback": None if flagged is None else _r(flagged.mean(), 4),  # of the ticks: the model out of its region
             "t": (np.asarray(c["t"])[rows] - c["t"][rows[0]]), "targets": {j: np.asarray(c[f"{j}_target_deg"])[rows] for j in joints},
             "measured": {j: np.asarray(c[f"{j}_deg"])[rows] for j in joints}}
 
@@ -295,6 +262,9 @@ def summarize(runs):
                       "lag_ms": _r(np.mean([r["joints"][j]["lag_ms"] for r in mine]), 1)}
         total = sum(v["rmse_deg"] ** 2 for v in per.values())
         out[c] = {"joints": per, "rmse_deg": _r(math.sqrt(total / len(per)))}
+        known = [r for r in mine if r.get("fallback") is not None]
+        out[c]["fallback"] = _r(sum(r["fallback"] * r["ticks"] for r in known) / sum(r["ticks"] for r in known), 4) \
+            if known else None
     if "model" in out:
         for c in out:
             if c != "model":
@@ -310,7 +280,8 @@ def _r(v, digits=3):
 def _run_line(run):
     figures = "   ".join(f"{j} rmse {v['rmse_deg']:5.2f}° max {v['max_deg']:5.1f}° lag {v['lag_ms']:3.0f} ms"
                          for j, v in run["joints"].items())
-    return f"{run['trajectory']:<7} {run['controller']:<7} {figures}"
+    fallback = f"   fallback {run['fallback'] * 100:.1f}% of ticks" if run.get("fallback") else ""
+    return f"{run['trajectory']:<7} {run['controller']:<7} {figures}{fallback}"
 
 
 def public(result):
@@ -337,6 +308,10 @@ def table(result):
         cells = [summary[c]["joints"][j] for c in controllers]
         lines.append(f"{j:<9}{'all':<11}" + "".join(
             f"{v['rmse_deg']:7.2f}° {v['max_deg']:6.1f}° {v['lag_ms']:4.0f} ms".rjust(26) for v in cells))
+    if summary.get("model", {}).get("fallback") is not None:
+        per = ", ".join(f"{r['trajectory']} {r['fallback'] * 100:.1f}%" for r in runs if r["controller"] == "model")
+        lines.append(f"model outside its learned region (linear fallback): {summary['model']['fallback'] * 100:.1f}% "
+                     f"of ticks ({per})")
     if "model" in summary:
         for c in controllers[:-1] if controllers[-1] == "model" else [x for x in controllers if x != "model"]:
             ratios = ", ".join(f"{j} {x:.1f}x" for j, x in summary[c]["rmse_vs_model"].items())

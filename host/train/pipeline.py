@@ -4,6 +4,7 @@
 one; both write the directory (checkpoint.py) and return its metrics.
 """
 
+import json
 import math
 import sys
 import time
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from host import __version__
+from host.calibration import calibrate
 from host.errors import UserError
 from host.export.quantize import export, int8_error
 from host.export.reference import Reference
@@ -49,7 +51,7 @@ def train(task, sessions=(), out=None, progress=True, ahead=None, device=None, u
     torch.manual_seed(config.seed)
     model = MLP(len(t.inputs), config.hidden, len(t.outputs), config.act, config.first_act, config.init)
     return _train_and_save(model, data, norm, config, History(), None, out or Path("models") / task,
-                           progress, device, started)
+                           progress, device, started, loaded)
 
 
 def resume(model_dir, epochs=None, sessions=None, progress=True, device=None, unit=None):
@@ -78,7 +80,7 @@ def resume(model_dir, epochs=None, sessions=None, progress=True, device=None, un
     norm = tuple(np.asarray(n[k], dtype=np.float64) for k in ("in_mean", "in_std", "out_mean", "out_std"))
     history = History(**checkpoint["history"])
     return _train_and_save(ckpt.build(checkpoint), data, norm, config, history, checkpoint["optimizer"],
-                           Path(model_dir), progress, device, started)
+                           Path(model_dir), progress, device, started, loaded)
 
 
 def _device(name):
@@ -88,7 +90,7 @@ def _device(name):
     return name
 
 
-def _train_and_save(model, data, norm, config, history, optimizer_state, out, progress, device, started):
+def _train_and_save(model, data, norm, config, history, optimizer_state, out, progress, device, started, loaded=()):
     in_mean, in_std, out_mean, out_std = norm
     config.batch = config.batch or auto_batch(len(data.x_train))
     loaded_s = time.perf_counter() - started
@@ -102,7 +104,8 @@ def _train_and_save(model, data, norm, config, history, optimizer_state, out, pr
     out = Path(out)
     blob = export(layers, (data.x_train - in_mean) / in_std, in_mean, in_std, out_mean, out_std,
                   data.inputs, data.outputs, config.task,
-                  meta={"name": out.name, **({"rate_hz": data.rate_hz} if data.rate_hz else {}), **config.options})
+                  meta={"name": out.name, **({"rate_hz": data.rate_hz} if data.rate_hz else {}), **config.options,
+                        **guard_meta(data, loaded)})
     checkpoint = {
         "format": ckpt.FORMAT, "task": config.task, "config": config.to_dict(), "qat": model.qat,
         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "optimizer": _on_cpu(optimizer_state),
@@ -126,6 +129,41 @@ def _train_and_save(model, data, norm, config, history, optimizer_state, out, pr
     for line in metrics["warnings"]:
         print(f"warning: {line}", file=sys.stderr)
     return metrics
+
+
+def guard_meta(data, loaded):
+    """The blob's guard of a model that drives joints (firmware/MLP.md "The learned region"): each input's
+    range over the training rows (`in_range`, its own units) and the linear calibration of the sessions as the
+    fallback (`fallback_lin`: a, b per output); {} for other models. Without enough settled samples for the
+    calibration the device falls back to robot.json's nominal map (a warning says so)."""
+    if not data.outputs or not all(o.endswith("_cmd_us") for o in data.outputs) or not len(data.x_train):
+        return {}
+    lo, hi = data.x_train.min(axis=0), data.x_train.max(axis=0)
+    meta = {"in_range": [[_round_to(a, -1), _round_to(b, 1)] for a, b in zip(lo, hi)]}
+    try:
+        cal = calibrate(loaded)
+    except UserError as e:
+        print(f"warning: no fallback calibration in the blob ({e}); the board falls back to robot.json's nominal map",
+              file=sys.stderr)
+        return meta
+    joints = [o[:-len("_cmd_us")] for o in data.outputs]
+    if not all(j in cal["joints"] for j in joints):
+        return meta
+    meta["fallback_lin"] = [v for j in joints for v in cal["lin"][2 * cal["joints"].index(j):][:2]]
+    names = len(json.dumps([data.inputs, data.outputs, meta]))
+    if names > mlp.MAX_META - 256:  # the names and the rest of meta come first: a guard that does not fit is left out
+        print(f"warning: no guard in the blob: {len(data.inputs)} inputs' names and ranges take {names} of the "
+              f"{mlp.MAX_META} bytes of meta", file=sys.stderr)
+        return {}
+    return meta
+
+
+def _round_to(v, direction):
+    """v to 4 significant digits, rounded away from the range's inside (direction -1: down, 1: up)."""
+    if v == 0 or not math.isfinite(v):
+        return float(v)
+    step = 10.0 ** (math.floor(math.log10(abs(v))) - 3)
+    return round((math.floor if direction < 0 else math.ceil)(v / step) * step, 10)
 
 
 def losing_to_linear(metrics):
