@@ -146,6 +146,38 @@ class Prbs:
         return self.us
 
 
+class Multisine:
+    """center + the sum of n sines of fixed frequencies and random phases (a multisine).
+
+    Every component has its own phase accumulator; the amplitudes sum to at most amp, so the pulse
+    never leaves center +- amp. tilt=1 gives each component an amplitude ~ 1/f (the same peak speed
+    at every frequency, what a slew-limited servo can follow), tilt=0 equal amplitudes.
+    """
+
+    def __init__(self, center, amp, steps, weights, rng):
+        self.center = center
+        total = sum(weights)
+        self.amps = [amp * w // total for w in weights]
+        self.steps = steps
+        self.phases = [(rng.next() >> 6) & PHASE_MASK for _ in steps]
+
+    def step(self):
+        acc = 8192
+        amps, steps, phases = self.amps, self.steps, self.phases
+        for i in range(len(steps)):
+            acc += amps[i] * sin_q14(phases[i] >> (PHASE_BITS - 16))
+            phases[i] = (phases[i] + steps[i]) & PHASE_MASK
+        return self.center + (acc >> 14)
+
+
+def multisine_mhz(f0, f1, n, rank, count):
+    """The n frequencies (mHz) of the rank-th of `count` driven joints: the joints' sets interleave on an
+    even grid from f0 to f1, so no two joints share a frequency and each joint's response to the other
+    shows at frequencies of its own."""
+    last = n * count - 1
+    return [f0 + (i * count + rank) * (f1 - f0) // last if last else f0 for i in range(n)]
+
+
 # name -> ((param, default), ...); None = from the joint's limits. Every value is an integer.
 PROGRAMS = {
     "steps": (("seed", 1), ("duration_ms", 20000), ("joints", None), ("lo_us", None), ("hi_us", None),
@@ -156,7 +188,10 @@ PROGRAMS = {
               ("center_us", None), ("amp_us", 300)),
     "prbs": (("seed", 1), ("duration_ms", 20000), ("joints", None), ("bit_ms", 100), ("center_us", None),
              ("amp_us", 200)),
+    "multisine": (("seed", 1), ("duration_ms", 20000), ("joints", None), ("f0_mhz", 200), ("f1_mhz", 3000),
+                  ("n", 4), ("tilt", 1), ("center_us", None), ("amp_us", 400)),
 }
+MAX_SINES = 16  # multisine components per joint
 MAX_DURATION_MS = 3600000
 
 
@@ -231,6 +266,10 @@ def _check(p):
         need(1 <= p["dwell_min_ms"] <= p["dwell_max_ms"] <= 30000, "need 1 <= dwell_min_ms <= dwell_max_ms <= 30000")
     if "f0_mhz" in p:
         need(p["f0_mhz"] >= 0 and p["f1_mhz"] >= 0, "frequencies must be >= 0")
+    if "n" in p:
+        need(1 <= p["n"] <= MAX_SINES, "n must be 1..%d" % MAX_SINES)
+        need(1 <= p["f0_mhz"] <= p["f1_mhz"], "need 1 <= f0_mhz <= f1_mhz")
+        need(p["tilt"] in (0, 1), "tilt must be 0 (equal amplitudes) or 1 (amplitude ~ 1/f)")
     if "levels" in p:
         need(1 <= p["levels"] <= 64, "levels must be 1..64")
     if "bit_ms" in p:
@@ -275,6 +314,13 @@ def build(params, joints, rate_hz):
         top = max(params["f0_mhz"], params["f1_mhz"])
         if top * 4 > rate_hz * 1000:
             raise ValueError("%d mHz is above a quarter of the loop rate (%d Hz)" % (top, rate_hz))
+        if name == "multisine":
+            fs = multisine_mhz(params["f0_mhz"], params["f1_mhz"], params["n"], params["joints"].index(j),
+                               len(params["joints"]))
+            weights = [(1 << 18) // f if params["tilt"] else 1 for f in fs]
+            gens[j] = Multisine(center, amp, [phase_step(f, rate_hz) for f in fs], weights,
+                                Rng(params["seed"] + 0x9E37 * j))
+            continue
         f0, f1 = phase_step(params["f0_mhz"], rate_hz), phase_step(params["f1_mhz"], rate_hz)
         gens[j] = Sine(center, amp, f0, f1, n, params["levels"] if name == "sweep" else 0)
     return n, gens

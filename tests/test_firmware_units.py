@@ -104,6 +104,9 @@ CASES = [
     ("chirp", {"f0_mhz": "5000", "f1_mhz": "100", "duration_ms": "3000", "amp_us": "2000", "center_us": "700"}),
     ("sweep", {"duration_ms": "4000", "levels": "5"}),
     ("prbs", {"seed": "11", "duration_ms": "4000", "bit_ms": "30"}),
+    ("multisine", {"seed": "5", "duration_ms": "4000", "f0_mhz": "100", "f1_mhz": "8000", "n": "16", "tilt": "0",
+                   "amp_us": "3000", "center_us": "700"}),
+    ("multisine", {"seed": "6", "duration_ms": "4000", "f0_mhz": "50", "f1_mhz": "900", "n": "2", "joints": "1"}),
 ]
 
 
@@ -284,7 +287,8 @@ def test_hot_path_allocates_nothing(tmp_path):
         "r.enter('direct', [])\n"
         "r.mode.setpoint([1000, 2000])\n"
         "out.append(delta(30))\n"
-        "for p in (['steps', 'dwell_min_ms=10', 'dwell_max_ms=30'], ['chirp'], ['sweep'], ['prbs', 'bit_ms=10']):\n"
+        "for p in (['steps', 'dwell_min_ms=10', 'dwell_max_ms=30'], ['chirp'], ['sweep'], ['prbs', 'bit_ms=10'],"
+        " ['multisine']):\n"
         "    r.enter('program', p)\n"
         "    out.append(delta(300))\n"
         "for p in (['steps', 'dwell_min_ms=10', 'dwell_max_ms=30'], ['sine', 'controller=naive'], ['hold', 'controller=linear']):\n"
@@ -296,7 +300,7 @@ def test_hot_path_allocates_nothing(tmp_path):
     text = run_on_vm(tmp_path, body, robot=robot).decode("latin-1")
     line = text[text.index("ALLOC"):].split("\n")[0]
     allocs = json.loads(line.split(" ", 1)[1].rsplit("]", 1)[0] + "]")
-    assert allocs == [0] * 9, line
+    assert allocs == [0] * 10, line
     ticks, sent, dropped, queued = (int(v) for v in line.rsplit("]", 1)[1].split())
     frames = frames_of(text.encode("latin-1"))
     telemetry = sum(f[0] == P.T_TELEMETRY for f in frames)
