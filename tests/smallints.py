@@ -820,6 +820,8 @@ def scenarios():
         ("program chirp down", program("chirp", "duration_ms=2000", "f0_mhz=249000", "f1_mhz=0", rate=1000)),
         ("program sweep", program("sweep", "duration_ms=3000", "levels=64", "f1_mhz=250000")),
         ("program prbs", program("prbs", "seed=1073741823", "duration_ms=3000", "bit_ms=1", "amp_us=3000")),
+        ("program multisine", program("multisine", "seed=1073741823", "duration_ms=3000", "n=16", "f0_mhz=1",
+                                      "f1_mhz=250000", "amp_us=3000")),
         ("program chirp 1 h", program("chirp", "duration_ms=3600000", rate=1000, ticks=1500)),
     ]
 

@@ -37,7 +37,7 @@ ALLOWED = {
         "the announced CRC-32 of `xfer begin`, once per transfer.",
     ("firmware/programs.py", "phase_step", "f_mhz << PHASE_BITS"):
         "f_mhz * 2**24 (up to 2**42) at program/track start; the result (phase per tick, < 2**22) is small. "
-        "Once per `program chirp|sweep` / `track sine`, with the command's other allocations.",
+        "Once per `program chirp|sweep|multisine` / `track sine`, with the command's other allocations.",
     ("firmware/programs.py", "ticks", "ms * rate_hz"):
         "duration_ms * rate_hz at program/track start (3.6e9 for an hour at 1 kHz); once per command.",
     ("firmware/programs.py", "build", 'params["seed"] + 0x9E37 * j'):
@@ -53,7 +53,8 @@ HOT = {
     "firmware/feedback.py": ["Feedback.read"],
     "firmware/imu.py": ["Mpu6050.read"],
     "firmware/servo.py": ["Servo.write", "Servo.limp"],
-    "firmware/programs.py": ["Rng.next", "Rng.below", "sin_q14", "Steps.step", "Sine.step", "Prbs.step"],
+    "firmware/programs.py": ["Rng.next", "Rng.below", "sin_q14", "Steps.step", "Sine.step", "Prbs.step",
+                               "Multisine.step"],
     "firmware/track.py": ["Track.step", "Track.produce", "Sent.step", "Naive.step", "Linear.step", "Mlp.step", "Mlp.read"],
     "firmware/mlp.py": ["Model.infer_q"],
     "firmware/mlp.py<exec>": ["layer"],  # the plain kernel, once
