@@ -16,7 +16,7 @@ import threading
 from host import __version__
 from host.errors import UserError
 
-COMMANDS = ["ports", "flash", "check", "monitor", "sim", "demo", "collect", "replay", "sessions", "info", "export", "deploy", "train", "models", "eval", "bench"]
+COMMANDS = ["ports", "flash", "check", "monitor", "sim", "demo", "collect", "replay", "sessions", "info", "export", "deploy", "train", "models", "eval", "learn", "bench"]
 INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command Ctrl-C stopped
 BROKEN_PIPE = 141  # 128 + SIGPIPE: what `yes | head -1` reports for yes
 LARGE_PACKAGES = {"torch": "PyTorch", "matplotlib": "matplotlib"}  # only the commands that train or plot load them

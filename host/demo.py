@@ -26,6 +26,7 @@ COLLECT_S = 50.0  # of excitation, in all (excitation())
 CHIRP_SHARE, VALIDATION_SHARE = 0.4, 0.2  # of the excitation seconds
 EPOCHS = 60
 STEPS_DWELL_MS = (150, 600)
+ROUND_COLLECT_S, ROUND_SHARE = 20.0, 0.4  # on-policy seconds per self-improvement round: 40 % of --collect, at most 20
 
 
 def excitation(collect_s, seed):
@@ -75,16 +76,17 @@ class Demo:
     """One demo run: the options, the run directory, what each step measured, the steps' wall times."""
 
     def __init__(self, port=None, plant=None, seed=0, out=None, collect_s=COLLECT_S, epochs=EPOCHS,
-                 seconds=SECONDS, trajectories=TRAJECTORIES, flash=True, say=print):
+                 seconds=SECONDS, trajectories=TRAJECTORIES, flash=True, rounds=0, say=print):
         if not collect_s >= 10:
             raise UserError(f"--collect {collect_s:g}: give at least 10 seconds of excitation")
         if epochs < 1:
             raise UserError(f"--epochs {epochs}: give a whole number >= 1")
         self.port, self.plant, self.seed = port, plant, seed
         self.collect_s, self.epochs, self.seconds, self.names = collect_s, epochs, seconds, list(trajectories)
-        self.flash, self.say = flash, say
+        self.flash, self.say, self.rounds = flash, say, rounds
+        self.round_collect_s = max(5.0, min(ROUND_COLLECT_S, ROUND_SHARE * collect_s))
         self.dir = run_dir(out)
-        self.total = 6 + (port is None) + flash
+        self.total = 6 + (port is None) + flash + (rounds > 0)
         self.steps = {}  # name -> seconds, of the steps done
         self.facts = {"run_dir": str(self.dir), "seed": seed, "plant": plant, "port": port,
                       "started": datetime.now().isoformat(timespec="seconds")}
@@ -167,6 +169,8 @@ class Demo:
         model = self._train(sessions)
         self._deploy(port, model)
         self._evaluate(port, sessions)
+        if self.rounds:
+            self._learn(port, model)
 
     def _check(self, port):
         from host.check import FAIL, check  # numpy and the recorder: loaded when the demo gets here
@@ -251,6 +255,24 @@ class Demo:
         for line in table(result):
             self.say("  " + line)
 
+    def _learn(self, port, model):
+        from host.learn import learn, table_lines
+
+        self.step("learn", f"{self.rounds} self-improvement round(s): the learned controller tracks fresh trajectories, "
+                  "the model retrains on that too, is redeployed and evaluated; the better one is kept ...")
+        sessions = [s["path"] for s in self.facts["collect"]["sessions"]]
+        model_figures = self.facts["eval"]["summary"]["model"]
+        score0 = {"rmse_deg": model_figures["rmse_deg"],
+                  "joints": {j: v["rmse_deg"] for j, v in model_figures["joints"].items()},
+                  "lag_ms": {j: v["lag_ms"] for j, v in model_figures["joints"].items()}}
+        result = learn(port, sessions[:-1], sessions[-1:], self.rounds, self.dir / "learn", model=model,
+                       score0=score0, collect_s=self.round_collect_s, epochs=self.epochs, names=self.names, seconds=self.seconds, seed=self.seed,
+                       say=self.note)
+        self.done(**{k: v for k, v in result.items() if k != "sessions"})
+        self.say("")
+        for line in table_lines(result):
+            self.say("  " + line)
+
     # -- reproducing ---------------------------------------------------------------------------------
     def commands(self, sessions=None):
         """The commands that reproduce this run: the whole demo, then step by step as (step name, command);
@@ -261,6 +283,7 @@ class Demo:
         opts += [f"--epochs {self.epochs}"] if self.epochs != EPOCHS else []
         opts += [f"--seconds {self.seconds:g}"] if self.seconds != SECONDS else []
         opts += [f"--trajectories {','.join(self.names)}"] if self.names != list(TRAJECTORIES) else []
+        opts += [f"--rounds {self.rounds}"] if self.rounds else []
         port = self.port or "/tmp/gen0"
         d = shlex.quote(str(self.dir))
         steps = []
@@ -281,6 +304,10 @@ class Demo:
         steps.append(("deploy", f"host deploy {d}/model --port {port}"))
         steps.append(("eval", f"host eval --port {port} --calibrate {sessions} --seconds {self.seconds:g} "
                       f"--trajectories {','.join(self.names)} --out {d}/sessions --plot {d}/eval.png"))
+        if self.rounds:
+            steps.append(("learn", f"host learn --port {port} --model {d}/model --rounds {self.rounds} "
+                          f"--collect {self.round_collect_s:g} --epochs {self.epochs} --seconds {self.seconds:g} --trajectories {','.join(self.names)} "
+                          f"--seed {self.seed} --out {d}/learn"))
         return "host demo " + " ".join(opts), steps
 
     def resume(self):
@@ -289,12 +316,12 @@ class Demo:
         empty (sim, flash), and the evaluation runs the deployed model; train and eval read the sessions
         the demo recorded when its collect step finished."""
         stop = self.facts["stopped"]
-        order = ["sim", "flash", "check", "collect", "train", "deploy", "eval", "report"]
+        order = ["sim", "flash", "check", "collect", "train", "deploy", "eval", "learn", "report"]
         first = order.index(stop["name"]) + stop["after"] if stop["name"] in order else 0
-        if first > order.index("eval"):
+        if first > order.index("learn" if self.rounds else "eval"):
             return []  # every step ran: their figures are in demo.json
         need = {"sim", "flash"} if self.port is None else set()
-        need |= {"deploy"} if first == order.index("eval") else set()
+        need |= {"deploy"} if first in (order.index("eval"), order.index("learn")) else set()
         kept = [c["path"] for c in (self.facts.get("collect") or {}).get("sessions") or []] or None
         return [cmd for name, cmd in self.commands(kept)[1] if order.index(name) >= first or name in need]
 

@@ -67,6 +67,22 @@ def write_report(demo):
                 cells.append(" / ".join(f"{v['rmse_deg']:.2f}°" for v in run["joints"].values()) if run else "—")
             lines.append(f"| {name} | {t['about']} | " + " | ".join(cells) + " |")
         lines += ["", "(one figure per joint: " + ", ".join(joints) + ")", ""]
+    learn = f.get("learn") or {}
+    if learn.get("rounds"):
+        lines += ["## Self-improvement rounds", "",
+                  "Each round the best model so far tracks fresh random trajectories, the model retrains on that data "
+                  "too, is redeployed and scored on the same held-out trajectories (learned controller only); a worse "
+                  "one is replaced by the best again (`learn/learn.json`).", ""]
+        joints = list(learn["rounds"][0]["joints"])
+        lines += ["| round | sessions | " + " | ".join(f"{j} RMSE" for j in joints) + " | pooled | kept |",
+                  "|---|---|" + "---|" * (len(joints) + 2)]
+        for r in learn["rounds"]:
+            kept = "best" if r["round"] == learn["best"]["round"] else "yes" if r["kept"] else "no"
+            lines.append(f"| {r['round']} | {r['sessions']} | " + " | ".join(f"{r['joints'][j]:.2f}°" for j in joints)
+                         + f" | {r['rmse_deg']:.2f}° | {kept} |")
+        lines += ["", f"From {learn['first_rmse_deg']:.2f}° to {learn['best_rmse_deg']:.2f}° "
+                  f"({learn['gain']:.2f}×); the board runs round {learn['best']['round']}'s model.", "",
+                  "![error per round](learn/learn.png)", ""]
     lines += ["## Steps" + (" done" if stop else ""), ""]
     if demo.steps:
         lines += ["| step | seconds | what it measured |", "|---|---|---|"]
@@ -150,6 +166,9 @@ def _what(step, f):
         p = f.get("parity") or {}
         return (f"{f.get('bytes')} B in {f.get('seconds')} s (link floor {f.get('limit_seconds')} s); "
                 f"{p.get('vectors', 0) - p.get('mismatches', 0)}/{p.get('vectors')} outputs bit-identical to the host reference")
+    if step == "learn":
+        return (f"{len(f.get('rounds', [])) - 1} round(s): RMSE {f.get('first_rmse_deg')}° -> {f.get('best_rmse_deg')}° "
+                f"(kept round {(f.get('best') or {}).get('round')})")
     if step == "eval":
         runs = f.get("runs") or []
         return f"{len(runs)} runs, {sum(r['drops'] for r in runs)} frames lost"

@@ -62,6 +62,8 @@ def base_args(command, base):
         "train": ["--task", "sin", "--out", str(base / "model-exists"), "--quiet"],
         "eval": ["--port", no_port, "--out", str(base / "sessions")],
         "bench": ["--port", no_port],
+        "learn": [str(base / "sessions" / "tiny.session"), "--val", str(base / "sessions" / "tiny.session"),
+                  "--port", no_port, "--out", str(base / "learn")],
     }.get(command)
 
 
@@ -105,7 +107,7 @@ def test_every_command_with_a_numeric_option_has_fast_failing_targets(where):
     parsers = subcommands()
     assert set(parsers) == set(COMMANDS)
     fuzzed = {command for command, _, _ in cases()}
-    assert fuzzed >= {"monitor", "sim", "demo", "collect", "replay", "deploy", "train", "eval", "bench"}
+    assert fuzzed >= {"monitor", "sim", "demo", "collect", "replay", "deploy", "train", "eval", "bench", "learn"}
     missing = [c for c in fuzzed if base_args(c, where) is None]
     assert not missing, f"give {missing} targets that fail fast in base_args()"
 

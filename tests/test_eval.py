@@ -101,13 +101,15 @@ def test_eval_refuses_bad_input_with_one_line(gen0, tmp_path):
 @pytest.mark.slow
 def test_demo_pipeline_at_small_scale_learns_a_controller_that_beats_the_naive_mapping(tmp_path):
     out = tmp_path / "run"
-    proc = host("demo", *SMALL, "--seed", "3", "--out", str(out), "--json", timeout=300)
+    proc = host("demo", *SMALL, "--seed", "3", "--rounds", "1", "--out", str(out), "--json", timeout=420)
     assert proc.returncode == 0, proc.stderr[-3000:]
     facts = json.loads(proc.stdout)
-    for step in ("[1/8] starting a virtual Gen0", "[2/8] flashing", "[3/8] checking", "[4/8] collecting",
-                 "[5/8] training", "[6/8] deploying", "[7/8] evaluating", "[8/8] writing the report"):
+    for step in ("[1/9] starting a virtual Gen0", "[2/9] flashing", "[3/9] checking", "[4/9] collecting",
+                 "[5/9] training", "[6/9] deploying", "[7/9] evaluating", "[8/9] 1 self-improvement round",
+                 "[9/9] writing the report"):
         assert step in proc.stderr  # progress throughout
-    assert list(facts["step_seconds"]) == ["sim", "flash", "check", "collect", "train", "deploy", "eval", "report"]
+    assert list(facts["step_seconds"]) == ["sim", "flash", "check", "collect", "train", "deploy", "eval", "learn",
+                                           "report"]
     assert facts["check"]["verdict"] != "FAIL" and (out / "check.png").stat().st_size > 0  # passed (a loaded host may slow the link)
     # every artefact in the one run directory
     excitation, validation = (load(out / "sessions" / f"{n}.session") for n in ("excitation", "validation"))
@@ -129,8 +131,23 @@ def test_demo_pipeline_at_small_scale_learns_a_controller_that_beats_the_naive_m
         assert model["lag_ms"] < naive["lag_ms"]  # it looks ahead: no servo latency in its tracking
     report = (out / "report.md").read_text()
     assert "| learned MLP (int8, on the robot) |" in report and "![target vs measured per controller](eval.png)" in report
-    assert "host demo --seed 3 --collect 20 --epochs 30 --seconds 3" in report  # how to reproduce it
+    assert "host demo --seed 3 --collect 20 --epochs 30 --seconds 3" in report and "--rounds 1" in report  # how to reproduce it
     assert facts["train"]["rows"]["train"] > 12 * RATE  # 16 s of excitation
+    # the self-improvement round: on-policy data from the learned controller, a retrained model, the better kept
+    learn = facts["learn"]
+    assert [r["round"] for r in learn["rounds"]] == [0, 1]
+    assert learn["rounds"][0]["rmse_deg"] == summary["model"]["rmse_deg"]  # round 0: the demo's own evaluation
+    first, second = learn["rounds"]
+    assert second["kept"] == (second["rmse_deg"] < first["rmse_deg"])
+    assert learn["best_rmse_deg"] == min(first["rmse_deg"], second["rmse_deg"]) <= learn["first_rmse_deg"]
+    onpolicy = load(out / "learn" / "sessions" / "onpolicy-1.session")
+    assert onpolicy.complete and onpolicy.stats["drops"] == 0 and len(onpolicy) > 0.9 * 8 * RATE  # 40 % of --collect
+    started = [m for _, m in onpolicy.markers if m["event"] == "track started"]
+    assert started and all(m["controller"]["name"] == "model" for m in started)  # the learned controller drove it
+    roles = {x["name"]: x["role"] for x in json.loads((out / "learn" / "round1" / "model" / "metrics.json").read_text())["sessions"]}
+    assert roles == {"excitation": "train", "onpolicy-1": "train", "validation": "val"}  # the same validation
+    assert (out / "learn" / "learn.png").stat().st_size > 10000 and "## Self-improvement rounds" in report
+    assert "host learn --port /tmp/gen0 --model" in report  # how to reproduce the rounds
 
 
 def test_demo_refuses_a_run_directory_in_use(tmp_path):

@@ -22,6 +22,8 @@ def add_parser(sub):
     p.add_argument("--seconds", type=float, default=SECONDS, help="length of each held-out trajectory")
     p.add_argument("--trajectories", default=",".join(TRAJECTORIES), metavar="NAME,...",
                    help="held-out trajectories to evaluate on")
+    p.add_argument("--rounds", type=int, default=0, help="self-improvement rounds after the evaluation "
+                   "(host learn: on-policy data, retrain, redeploy, keep the better; ~1.5 min each)")
     p.add_argument("--no-flash", action="store_true", help="--port: the robot already runs this firmware")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/demo-DATE-TIME)")
     p.add_argument("--json", action="store_true", help="print every figure as JSON on stdout (progress goes to stderr)")
@@ -45,6 +47,8 @@ def check_arguments(args):
     if not 0 <= args.seed <= MAX_SEED:
         raise UserError(f"--seed {args.seed}: give a unit number from 0 to {MAX_SEED}")
     check_plan([n for n in args.trajectories.split(",") if n], args.seconds)
+    if not 0 <= args.rounds <= 20:
+        raise UserError(f"--rounds {args.rounds}: give 0 to 20 self-improvement rounds")
 
 
 def run(args):
@@ -56,7 +60,7 @@ def run(args):
         say("note: --no-flash is for --port; a fresh virtual Gen0 is always flashed")
     demo = Demo(port=args.port, plant=args.plant, seed=args.seed, out=args.out, collect_s=args.collect,
                 epochs=args.epochs, seconds=args.seconds, trajectories=[n for n in args.trajectories.split(",") if n],
-                flash=not (args.no_flash and args.port), say=say)
+                flash=not (args.no_flash and args.port), rounds=args.rounds, say=say)
     facts = demo.run()
     if args.json:
         print(json.dumps(facts, default=str))

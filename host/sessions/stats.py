@@ -156,4 +156,7 @@ def robot_of(sessions):
         raise UserError("the sessions differ in joints or loop rate (" + "; ".join(
             f"{where}: {', '.join(j)} at {r} Hz" for (j, r), where in seen.items()) + "): train on one kind")
     (joints, rate), = seen
+    if not joints or not (isinstance(rate, (int, float)) and rate > 0):
+        raise UserError(f"{seen[(joints, rate)]}: its board's hello names no joints or no loop rate: "
+                        "record with `host collect` from a board running this firmware")
     return list(joints), rate
