@@ -231,7 +231,7 @@ def score(session, lead_in):
         target, measured = np.asarray(c[f"{j}_target_deg"], float)[rows], np.asarray(c[f"{j}_deg"], float)[rows]
         e = error(target, measured)
         joints[j] = {"rmse_deg": e["rmse"], "max_deg": e["max_abs"], "lag_ms": _r(lag(target, measured, rate) * 1000, 1)}
-    flagged = (np.asarray(c["flags"])[rows] & hello.flag("fallback")) > 0 if "fallback" in hello.flags else None
+    flagged = (np.asarray(c["flags"])[rows].astype(int) & hello.flag("fallback")) > 0 if "fallback" in hello.flags else None
     return {"ticks": len(rows), "rate_hz": rate, "drops": int(session.stats["drops"]), "joints": joints,
             "fallback": None if flagged is None else _r(flagged.mean(), 4),  # of the ticks: the model out of its region
             "t": (np.asarray(c["t"])[rows] - c["t"][rows[0]]), "targets": {j: np.asarray(c[f"{j}_target_deg"])[rows] for j in joints},

@@ -114,3 +114,67 @@ def test_a_bad_guard_is_refused_with_what_is_wrong(tmp_path, meta, says):
     body = ("import config, mlp, models\ncfg = config.load()\ntry:\n"
             "    models.Binding(mlp.parse(%r), models.signals(cfg), cfg)\nexcept ValueError as e:\n    print(e)\n" % blob)
     assert says in run_on_vm(tmp_path, body).decode()
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_a_narrow_range_falls_back_when_sent_beyond_it_or_pushed(make_sim, tmp_path):
+    """Trained on steps within ~+-15 deg; then (a) a sine to 45 deg and (b) a push of the shoulder by hand."""
+    from host.collect import collect
+    from host.deploy import deploy, send_trajectory
+    from host.link.client import Link
+    from host.commands.monitor import watch
+    from host.train.pipeline import train
+
+    gen0 = make_sim(preload=True, speed=0)  # virtual clock, flat out: the push lasts board time
+    session = collect(gen0.port, program="steps", seed=3, params={"lo_us": 1350, "hi_us": 1650}, duration=30,
+                      name="narrow", out=tmp_path, progress=False)["session"]
+    train("inverse", [session], out=tmp_path / "narrow", progress=False, epochs=15, hidden=(16, 16))
+    blob = (tmp_path / "narrow" / "model.bin").read_bytes()
+    ref = Reference(blob)
+    trained, lin = ref.spec.meta["in_range"], ref.spec.meta["fallback_lin"]
+    shoulder = ref.inputs.index(next(i for i in ref.inputs if i.startswith("shoulder_target_deg")))
+    assert trained[shoulder][1] < 25 and len(lin) == 4 and 8 < lin[1] < 14  # a narrow range, a sane calibration
+    with Link(gen0.port) as link:
+        hello = link.connect()
+        rate = hello.rate_hz
+        assert deploy(link, blob, ref, checks=16)["parity"]["mismatches"] == 0
+        t = np.arange(round(1.5 * rate)) / rate
+        sine = 45 * np.sin(np.pi * t / 1.5)  # (a) out to 45 deg and back
+        hold = np.zeros(round(3.0 * rate))  # (b) held at 0 while a hand pushes the shoulder, then let go
+        targets = np.column_stack([np.concatenate([np.zeros(rate // 2), sine, hold]), np.zeros(rate // 2 + len(t) + len(hold))])
+        send_trajectory(link, targets)
+        push_at = rate // 2 + len(t) + rate // 2
+        link.request_json("track", "traj")
+        rows = []
+        while not rows or rows[-1]["mode"] == 3 or len(rows) < 10:
+            frame = link.next_telemetry(5)
+            assert frame, "telemetry stopped"
+            if frame[3]["mode"] == 3 or rows:
+                rows.append(frame[3])
+            if len(rows) == push_at:
+                gen0.board.push(0, -0.15, 0.8)  # the servo gives ~20 deg against it
+        link.request_json("track", "traj")  # again, under `host monitor`'s eye: it shows the share flagged
+        shown = watch(link, hello, duration=1.0, interval=1.0, quiet=True)
+    rows = [r for r in rows if r["mode"] == 3]
+    assert len(rows) == len(targets)
+    flag = np.array([(int(r["flags"]) & F_FALLBACK) > 0 for r in rows])
+    cmd = np.array([r["shoulder_cmd_us"] for r in rows], float)
+    deg = np.array([r["shoulder_deg"] for r in rows])
+    target = np.array([r["shoulder_target_deg"] for r in rows])
+    a, b = rate // 2, rate // 2 + len(t)
+    fade = round(0.04 * rate)
+    print("flagged: before %.2f sine %.2f push %.2f end %.2f; min deg in push %.1f"
+          % (flag[:a].mean(), flag[a:b].mean(), flag[push_at:push_at + round(0.8 * rate)].mean(), flag[-rate // 2:].mean(),
+             deg[push_at:].min()))
+    assert not flag[:a].any() and not flag[-rate // 2:].any()  # the model drives inside its region, and again after
+    assert flag[a:b][np.abs(target[a:b]) > 30].all()  # (a) beyond the range
+    pushed = flag[push_at:push_at + round(0.8 * rate)]
+    assert pushed.mean() > 0.5 and deg[push_at:].min() < trained[ref.inputs.index("shoulder_deg")][0] - 5  # (b)
+    run = np.convolve(flag, np.ones(fade + 1), "valid") == fade + 1  # flagged ticks a full fade in
+    full = np.flatnonzero(run) + fade
+    want = np.floor(lin[0] + lin[1] * target[full] + 0.5)
+    assert len(full) > rate // 2 and np.abs(cmd[full] - want).max() <= 1  # the linear map drove them
+    jumps = np.abs(np.diff(cmd))
+    print("largest pulse step %.0f us; the fallback's own %.0f" % (jumps.max(), lin[1] * np.abs(np.diff(target)).max()))
+    assert jumps.max() <= lin[1] * np.abs(np.diff(target)).max() + 320 / fade  # a model-lin gap of 320 us, crossfaded
+    assert 0 < shown["fallback_pct"] < 100

@@ -87,13 +87,17 @@ def watch(link, hello, duration=None, interval=0.5, as_json=False, baud=None, qu
 
     "stages": the board's per-stage mean/max µs (StagePoller; None until the first figures, and for a
     firmware without `stages`); `clock` (board_clock) says on screen what those µs are; `live`
-    (host.live.FoxgloveLive) gets every telemetry and log frame as it comes."""
+    (host.live.FoxgloveLive) gets every telemetry and log frame as it comes. "fallback_pct": the share of the
+    interval's frames whose `fallback` flag is up (a track model outside its learned region; None for a
+    firmware without the flag)."""
     baud = baud or hello.baud
     joints = hello.joints
     rates = Rates(link)
     stages = StagePoller(link)
     start = time.monotonic()
     latest, stats = {}, {}
+    fallback = hello.flag("fallback") if "fallback" in hello.flags else 0  # track: the model out of its region
+    frames = flagged = 0
     next_show = start + interval
     shown_lines = 0
     while True:
@@ -101,6 +105,8 @@ def watch(link, hello, duration=None, interval=0.5, as_json=False, baud=None, qu
         if item:
             _, seq, t_us, latest = item
             rates.add(t_us)
+            frames += 1
+            flagged += bool(int(latest.get("flags", 0)) & fallback)
             if live:
                 live.add_telemetry(link, item)
         if link.error:
@@ -114,6 +120,8 @@ def watch(link, hello, duration=None, interval=0.5, as_json=False, baud=None, qu
         stats = rates.take(baud)
         stats.update(drops=link.seq_gaps, crc_errors=link.decoder.crc_errors, resets=link.resets, elapsed_s=now - start,
                      stages=stage_times)
+        stats["fallback_pct"] = round(100 * flagged / frames, 1) if fallback and frames else None
+        frames = flagged = 0
         if quiet:
             pass
         elif as_json:
@@ -138,6 +146,8 @@ def _draw(hello, joints, stats, latest, baud, shown_lines, clock=None):
         f"frames/s {stats['frames_per_s']:7.1f}   loop {stats['loop_hz']:7.1f} Hz   link {util * 100 if util is not None else 0:5.1f}% of {baud} baud"
         f"   drops {stats['drops']}   crc errors {stats['crc_errors']}   resets {stats['resets']}",
     ]
+    if stats.get("fallback_pct"):
+        lines[-1] += f"   fallback {stats['fallback_pct']:.1f}% of frames (model outside its learned region)"
     if stats.get("stages"):
         lines.append(stages_line(stats["stages"], clock))
     used = set()

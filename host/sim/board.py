@@ -248,6 +248,12 @@ class VirtualBoard:
             self.imu.reset(self.now)
             self.plant.observer = None
 
+    def push(self, joint: int, torque_nm: float, seconds: float) -> None:
+        """Push joint's link (any thread): torque_nm in its positive direction for `seconds` from the limb's now,
+        as a hand or a new payload would (the servo fights it up to its stall torque, ~0.17 N m)."""
+        with self._lock:
+            self.plant.push(joint, torque_nm, self.now, self.now + round(seconds * 1e6))
+
     def pwm(self, t_us: int, pin: int, freq_hz: float, duty_ns: "int | None") -> None:
         with self._lock:
             t = self._at(t_us)

@@ -405,6 +405,7 @@ class Plant:
         self.supply_v = self.supply_open_v - self.source_ohm * (self.esp32_a + sum(s.idle_current for s in self.servos))
         self.detected_v = self.supply_v  # the rail as the brownout detector sees it (smoothed)
         self.observer = None  # called as observer(t_us, along, across, rate) after each step: the IMU
+        self.pushes = []  # external torques: (joint, N m, from_us, until_us), push()
 
     def advance(self, t_us):
         """Step until the next step would pass t_us."""
@@ -416,6 +417,9 @@ class Plant:
             rel = elbow.sign * elbow.limb + elbow.glue
             tau_distal = -self.gravity_distal * math.sin(phi1 + rel)
             tau_shoulder = tau_distal - self.gravity_upper * math.sin(phi1)
+            if self.pushes:
+                tau_shoulder += self._pushed(0, t)
+                tau_distal += self._pushed(1, t)
             current = self.esp32_a
             supply_v = self.supply_v
             current += shoulder.step(t, dt, supply_v, shoulder.sign * tau_shoulder,
@@ -431,6 +435,20 @@ class Plant:
                 self.brownout_v, self.detected_v, self.rearm_at = F.BROWNOUT_SUPPLY_V, self.supply_v, math.inf
             if self.observer is not None:
                 self.observer(t, *self.mount_motion())
+
+    def push(self, joint, torque_nm, from_us, until_us):
+        """A hand on the limb: torque_nm (the joint's positive direction) on joint's link from_us until until_us."""
+        self.pushes.append((joint, float(torque_nm), from_us, until_us))
+
+    def _pushed(self, joint, t_us):
+        """The external torque on joint at t_us; pushes that ended are dropped."""
+        tau = 0.0
+        for j, torque, start, end in self.pushes:
+            if j == joint and start <= t_us < end:
+                tau += torque
+        if joint == 1 and any(end <= t_us for *_, end in self.pushes):
+            self.pushes = [p for p in self.pushes if p[3] > t_us]
+        return tau
 
     def _brownout(self, t_us):
         """The ESP32's rail fell below its brownout threshold: it resets, its PWM stops (board.py restarts it)."""
