@@ -171,6 +171,7 @@ class VirtualBoard:
         self.epoch = 0  # board time at the ESP32's last restart after a brown-out (its clock starts at 0 again)
         self.in_reset = False  # browned out: the ESP32 is down until power_on()
         self.brownouts = 0
+        self.truth_log = None  # a truth.TruthLog while a simulator serves the limb's truth: a sample per conversion
         self._brownout_news = False
         self._lock = threading.Lock()
 
@@ -271,6 +272,8 @@ class VirtualBoard:
         with self._lock:
             t = self._at(t_us)
             plant = self.plant
+            if self.truth_log is not None:  # in the firmware's sense stage: the limb as its pots are read
+                self.truth_log.add(t - self.epoch, self.epoch, plant.servos)
             joint = self.wiper_on.get(pin)
             if joint is None:
                 volts = 0.0

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from host.errors import UserError
-from host.sim import registry
+from host.sim import registry, truth
 from host.sim.board import VirtualBoard
 from host.sim.bus import Bus
 from host.sim.clock import BoardClock, cpu_model, for_host, host_speed
@@ -163,9 +163,10 @@ class VirtualGen0:
             raise
         self._thread = threading.Thread(target=self._supervise, name="gen0-supervisor", daemon=True)
         self._thread.start()
+        self._truth = truth.serve(self.board, self.port)  # the limb's own angles, for scoring (truth.py)
         self._note = registry.register(self.port, self.link, seed=self.seed, flash_dir=str(self.flash_dir),
                                        cpu=self.cpu.describe(), cpu_model=self.cpu.name,
-                                       faults=[str(f) for f in self.board.faults])
+                                       faults=[str(f) for f in self.board.faults], truth=self._truth.path)
         atexit.register(self.stop)  # no VM, pty or temporary flash outlives the process
         return self
 
@@ -182,6 +183,7 @@ class VirtualGen0:
         self._thread.join(10)
         self._thread = None
         registry.unregister(self._note)
+        self._truth.close()
 
     def stop(self):
         """kill(), and remove the flash directory if it was a temporary one."""
