@@ -26,6 +26,7 @@ from host.collect import Recorder
 from host.deploy import send_trajectory
 from host.errors import DeviceError, UserError
 from host.files import save_figure
+from host import limb as limb_angles
 from host.link.client import CommandError, Link
 from host.models import find_model
 from host.sessions import find_session, load
@@ -41,6 +42,8 @@ STEP_HOLD = 1 / 12  # of --seconds, each level (0.5 s at 6 s: the servo settles,
 SINES = ((0.5, 40.0), (1.0, 25.0), (2.0, 12.0))  # (Hz, amplitude deg): similar peak speeds, ~150 deg/s
 RANDOM_AMP, RANDOM_KNOT_S = 35.0, 0.5  # smooth random: cosine-eased moves between random knots
 EVAL_SEED = 9_000_001  # the random trajectory's own seed: no program draws from it
+MAX_OVERRUNS = 5  # ticks that ended late in one run: more, and the run is unclean (run_quality), run again once
+STALL_TICKS = 2  # a step between two frames longer than this many ticks is a stall: unclean
 
 
 @dataclass
@@ -159,8 +162,9 @@ def trained_sessions(port, models="models"):
 
 # -- running ------------------------------------------------------------------------------------------
 def evaluate(port, lin, names=TRAJECTORIES, seconds=SECONDS, controllers=CONTROLLERS, out=None, say=print,
-             stop=None):
-    """Run each trajectory with each controller on the board at `port`, recording a session per run.
+             stop=None, repeat=1):
+    """Run each trajectory with each controller on the board at `port` (`repeat` times), recording a session
+    per run; a run that is not clean (run_quality) is run once more, and scored as it then is.
 
     lin: the linear controller's [a0, b0, a1, b1, ...]. Returns {"runs": [...], "summary": ...,
     "trajectories": ...}; a controller the board cannot run (no model deployed) is skipped with a note."""
@@ -182,40 +186,64 @@ def evaluate(port, lin, names=TRAJECTORIES, seconds=SECONDS, controllers=CONTROL
             args = [f"controller={c}"] + ([f"lin={','.join(f'{v:g}' for v in lin)}"] if c == "linear" else [])
             header = {"eval": {"trajectory": traj.name, "controller": c, "lead_in": traj.lead_in,
                                "lin": lin if c == "linear" else None}}
-            rec = Recorder(port, out, f"eval-{traj.name}-{c}", header, progress=False, say=say)
-            rec.start()
-            with rec:
-                if c == controllers[0]:
-                    say(f"  {traj.name}: {traj.about}; sending {len(traj.targets)} ticks ...")
-                    send_trajectory(rec.link, traj.targets)
-                try:
-                    try:
-                        reason = rec.run("track", "traj", args, stop)
-                    except CommandError as e:  # the board restarted since: the trajectory is gone from RAM
-                        if e.code != P.E_NO_TRAJ:
-                            raise
-                        say(f"  the board lost the {traj.name} trajectory (it restarted?): sending it again")
-                        send_trajectory(rec.link, traj.targets)
-                        reason = rec.run("track", "traj", args, stop)
-                except CommandError as e:
-                    raise DeviceError(f"track {traj.name} with controller {c}: {e}") from None
-                rec.finish(reason or rec.fault, complete=reason is not None)
-            if reason is None:
-                raise DeviceError(f"{rec.fault}; session kept: {rec.kept()}")
-            if stop is not None and stop.is_set():
-                raise UserError(f"stopped by the user; the sessions so far are in {out}")
-            run = score(load(rec.path), traj.lead_in)
-            run.update(trajectory=traj.name, controller=c, session=str(rec.path))
-            runs.append(run)
-            say("  " + _run_line(run))
+            for rep in range(repeat):
+                name = f"eval-{traj.name}-{c}" + (f"-{rep + 1}" if repeat > 1 else "")
+                first = None
+                for attempt in (1, 2):  # an unclean run (a stall, overruns, a lost frame) once more
+                    send = c == controllers[0] and rep == 0 and attempt == 1
+                    path = _record(port, out, name, header, traj, c, args, send, say, stop)
+                    run = score(load(path), traj.lead_in, port)
+                    if run["clean"] or attempt == 2:
+                        break
+                    first = {"overruns": run["overruns"], "longest_gap_ms": run["longest_gap_ms"], "lost": run["lost"],
+                             "session": str(path)}
+                    say(f"  {traj.name} {c}: {_quality_text(run)}: not clean, running it again")
+                run.update(trajectory=traj.name, controller=c, session=str(path), repeat=rep + 1, attempts=attempt,
+                           unclean_first=first)
+                runs.append(run)
+                say("  " + _run_line(run))
     return {"trajectories": {t.name: {"about": t.about, "ticks": len(t.targets), "lead_in": t.lead_in} for t in plan},
             "controllers": controllers, "lin": lin, "model_id": hello.model, "seconds": seconds,
             "runs": runs, "summary": summarize(runs), "notes": notes}
 
 
+def _record(port, out, name, header, traj, c, args, send, say, stop):
+    """One track run of traj with controller c, recorded as a session; its path. send: the trajectory first."""
+    rec = Recorder(port, out, name, header, progress=False, say=say)
+    rec.start()
+    with rec:
+        if send:
+            say(f"  {traj.name}: {traj.about}; sending {len(traj.targets)} ticks ...")
+            send_trajectory(rec.link, traj.targets)
+        try:
+            try:
+                reason = rec.run("track", "traj", args, stop)
+            except CommandError as e:  # the board restarted since: the trajectory is gone from RAM
+                if e.code != P.E_NO_TRAJ:
+                    raise
+                say(f"  the board lost the {traj.name} trajectory (it restarted?): sending it again")
+                send_trajectory(rec.link, traj.targets)
+                reason = rec.run("track", "traj", args, stop)
+        except CommandError as e:
+            raise DeviceError(f"track {traj.name} with controller {c}: {e}") from None
+        rec.finish(reason or rec.fault, complete=reason is not None)
+    if reason is None:
+        raise DeviceError(f"{rec.fault}; session kept: {rec.kept()}")
+    if stop is not None and stop.is_set():
+        raise UserError(f"stopped by the user; the sessions so far are in {out}")
+    return rec.path
+
+
+def _quality_text(run):
+    """A run's overruns, longest gap and lost frames in words."""
+    return f"{run['overruns']} overruns, longest gap {run['longest_gap_ms']:.0f} ms, {run['lost']} frames lost"
+
+
 # -- scoring ------------------------------------------------------------------------------------------
-def score(session, lead_in):
-    """Per joint RMSE, max |error| (deg) and lag (ms) of one track run's session, after its lead-in."""
+def score(session, lead_in, port=None):
+    """Per joint RMSE, max |error| (deg) and lag (ms) of one track run's session, after its lead-in; the limb's
+    own RMSE and max when the board at `port` is a virtual Gen0 that serves its truth (host/limb.py); whether the
+    run was clean (run_quality)."""
     c = session.columns
     hello = session.segments[-1]["hello"] if session.segments else None
     if not hello or not len(session):
@@ -232,10 +260,31 @@ def score(session, lead_in):
         e = error(target, measured)
         joints[j] = {"rmse_deg": e["rmse"], "max_deg": e["max_abs"], "lag_ms": _r(lag(target, measured, rate) * 1000, 1)}
     flagged = (np.asarray(c["flags"])[rows].astype(int) & hello.flag("fallback")) > 0 if "fallback" in hello.flags else None
+    limb = limb_angles.sim_truth(port, session, rows) if port else None
+    for j, v in limb_angles.scores(limb, {j: np.asarray(c[f"{j}_target_deg"], float)[rows] for j in joints},
+                                   {j: np.asarray(c[f"{j}_deg"], float)[rows] for j in joints}).items():
+        joints[j].update(v)
+    limb_source = "sim" if "limb_rmse_deg" in joints[hello.joints[0]] else None
     return {"ticks": len(rows), "rate_hz": rate, "drops": int(session.stats["drops"]), "joints": joints,
+            **run_quality(session, track, hello), "limb_source": limb_source,
+            "limb": limb if limb_source else None,
             "fallback": None if flagged is None else _r(flagged.mean(), 4),  # of the ticks: the model out of its region
             "t": (np.asarray(c["t"])[rows] - c["t"][rows[0]]), "targets": {j: np.asarray(c[f"{j}_target_deg"])[rows] for j in joints},
             "measured": {j: np.asarray(c[f"{j}_deg"])[rows] for j in joints}}
+
+
+def run_quality(session, track, hello):
+    """Whether a run's ticks ran as the board's schedule says: {"overruns" (ticks that ended late, from the
+    telemetry's counter), "longest_gap_ms" (the longest step between two frames), "lost" (frames), "clean"}.
+    Targets advance a tick at a time, so a stalled run follows a slower trajectory and would score better
+    than it should: more than MAX_OVERRUNS overruns, a gap over STALL_TICKS ticks or a lost frame is unclean."""
+    c = session.columns
+    ov = np.asarray(c["overruns"], dtype=np.int64)[track] if "overruns" in c else np.zeros(len(track), np.int64)
+    overruns = int(np.sum(np.diff(ov) & 0xFFFF))
+    gap = float(np.diff(np.asarray(c["t"])[track]).max()) if len(track) > 1 else 0.0
+    lost = int(session.lost[track[1:]].sum()) if len(session.lost) == len(session) else int(session.stats["drops"])
+    clean = overruns <= MAX_OVERRUNS and gap <= STALL_TICKS / hello.rate_hz and lost == 0
+    return {"overruns": overruns, "longest_gap_ms": _r(gap * 1000, 1), "lost": lost, "clean": bool(clean)}
 
 
 def lag(target, measured, rate_hz):
@@ -265,12 +314,47 @@ def summarize(runs):
         known = [r for r in mine if r.get("fallback") is not None]
         out[c]["fallback"] = _r(sum(r["fallback"] * r["ticks"] for r in known) / sum(r["ticks"] for r in known), 4) \
             if known else None
+        _quality_limb_spread(out[c], mine)
     if "model" in out:
         for c in out:
             if c != "model":
                 out[c]["rmse_vs_model"] = {j: _r(v["rmse_deg"] / max(out["model"]["joints"][j]["rmse_deg"], 1e-9), 2)
                                            for j, v in out[c]["joints"].items()}
     return out
+
+
+def _pooled(runs, j, key="rmse_deg"):
+    """The RMSE over all the ticks of these runs, from each run's RMSE."""
+    return _r(math.sqrt(sum(r["joints"][j][key] ** 2 * r["ticks"] for r in runs) / sum(r["ticks"] for r in runs)))
+
+
+def _quality_limb_spread(out, mine):
+    """Into one controller's summary: how many of its runs were unclean; per joint the limb's pooled RMSE and
+    max when every run has them; with several passes (--repeat), each pass's pooled RMSE: n, mean, std, min, max,
+    per joint, over all trajectories and per trajectory."""
+    out["runs"], out["unclean"] = len(mine), sum(1 for r in mine if not r.get("clean", True))
+    for j, v in out["joints"].items():
+        if all("limb_rmse_deg" in r["joints"][j] for r in mine):
+            v["limb_rmse_deg"] = _pooled(mine, j, "limb_rmse_deg")
+            v["limb_max_deg"] = max(r["joints"][j]["limb_max_deg"] for r in mine)
+            v["limb_abs_rmse_deg"] = _pooled(mine, j, "limb_abs_rmse_deg")
+            v["limb_vs_pot_deg"] = _pooled(mine, j, "limb_vs_pot_deg")
+            v["limb_offset_deg"] = _r(np.mean([r["joints"][j]["limb_offset_deg"] for r in mine]))
+    passes = sorted({r.get("repeat", 1) for r in mine})
+    if len(passes) < 2:
+        return
+
+    def spread(runs, j):
+        values = [_pooled([r for r in runs if r.get("repeat", 1) == p], j) for p in passes]
+        return {"n": len(values), "mean": _r(np.mean(values)), "std": _r(np.std(values, ddof=1)),
+                "min": min(values), "max": max(values)}
+
+    for j, v in out["joints"].items():
+        v["rmse_passes"] = spread(mine, j)
+    out["per_trajectory"] = {}
+    for name in dict.fromkeys(r["trajectory"] for r in mine):
+        ours = [r for r in mine if r["trajectory"] == name]
+        out["per_trajectory"][name] = {j: spread(ours, j) for j in out["joints"]}
 
 
 def _r(v, digits=3):
@@ -281,12 +365,15 @@ def _run_line(run):
     figures = "   ".join(f"{j} rmse {v['rmse_deg']:5.2f}° max {v['max_deg']:5.1f}° lag {v['lag_ms']:3.0f} ms"
                          for j, v in run["joints"].items())
     fallback = f"   fallback {run['fallback'] * 100:.1f}% of ticks" if run.get("fallback") else ""
-    return f"{run['trajectory']:<7} {run['controller']:<7} {figures}{fallback}"
+    limb = "   limb " + ", ".join(f"{j} {v['limb_rmse_deg']:.2f}°" for j, v in run["joints"].items()
+                               if "limb_rmse_deg" in v) if any("limb_rmse_deg" in v for v in run["joints"].values()) else ""
+    unclean = "" if run.get("clean", True) else f"   UNCLEAN ({_quality_text(run)})"
+    return f"{run['trajectory']:<7} {run['controller']:<7} {figures}{fallback}{limb}{unclean}"
 
 
 def public(result):
     """The result without the per-tick arrays: what --json prints and the run directory keeps."""
-    return {**result, "runs": [{k: v for k, v in r.items() if k not in ("t", "targets", "measured")}
+    return {**result, "runs": [{k: v for k, v in r.items() if k not in ("t", "targets", "measured", "limb")}
                                for r in result["runs"]]}
 
 
@@ -312,10 +399,39 @@ def table(result):
         per = ", ".join(f"{r['trajectory']} {r['fallback'] * 100:.1f}%" for r in runs if r["controller"] == "model")
         lines.append(f"model outside its learned region (linear fallback): {summary['model']['fallback'] * 100:.1f}% "
                      f"of ticks ({per})")
+    lines += quality_limb_spread_lines(result)
     if "model" in summary:
         for c in controllers[:-1] if controllers[-1] == "model" else [x for x in controllers if x != "model"]:
             ratios = ", ".join(f"{j} {x:.1f}x" for j, x in summary[c]["rmse_vs_model"].items())
             lines.append(f"model RMSE is lower than {c}'s by: {ratios}")
+    return lines
+
+
+def quality_limb_spread_lines(result):
+    """Lines under the table: the limb's RMSE beside the pot's per controller and joint (when known), the
+    unclean runs, and the run-to-run spread of --repeat."""
+    runs, summary = result["runs"], result["summary"]
+    lines = []
+    joints = list(runs[0]["joints"]) if runs else []
+    if any("limb_rmse_deg" in summary[c]["joints"][j] for c in summary for j in joints):
+        source = {"sim": "the virtual Gen0's plant"}.get(runs[0].get("limb_source"), runs[0].get("limb_source"))
+        lines.append(f"limb angle (truth from {source}) vs pot angle, RMSE over all trajectories; the limb's "
+                     "with the pot's constant offset removed (offset: limb - pot, mean):")
+        for j in joints:
+            lines.append(f"  {j:<9}" + "   ".join(
+                f"{c} limb {v['limb_rmse_deg']:.2f}° / pot {v['rmse_deg']:.2f}° (offset {v['limb_offset_deg']:+.1f}°)"
+                for c in summary if "limb_rmse_deg" in (v := summary[c]["joints"][j])))
+    unclean = [r for r in runs if not r.get("clean", True)]
+    if unclean:
+        lines.append(f"unclean runs (scored, but the board's ticks stalled or overran; each ran twice): {len(unclean)} "
+                     f"of {len(runs)}: " + "; ".join(f"{r['trajectory']} {r['controller']}: {_quality_text(r)}" for r in unclean))
+    if any("rmse_passes" in summary[c]["joints"][j] for c in summary for j in joints):
+        n = summary[next(iter(summary))]["joints"][joints[0]]["rmse_passes"]["n"]
+        lines.append(f"run to run ({n} passes), pooled RMSE per pass: mean ± std (min..max)")
+        for c in summary:
+            lines.append(f"  {c:<7}" + "   ".join(
+                f"{j} {v['mean']:.2f} ± {v['std']:.2f}° ({v['min']:.2f}..{v['max']:.2f})"
+                for j, v in ((j, summary[c]["joints"][j]["rmse_passes"]) for j in joints)))
     return lines
 
 
@@ -346,6 +462,9 @@ def plot(result, path):
             for r in mine:
                 ax.plot(r["t"], r["measured"][j], color=colours.get(r["controller"]), lw=0.9,
                         label=CONTROLLER_NAMES.get(r["controller"], r["controller"]))
+                if r.get("limb") and "limb_offset_deg" in r["joints"][j]:  # the limb, its pot's constant offset removed
+                    ax.plot(r["t"], r["limb"][j] - r["joints"][j]["limb_offset_deg"], color=colours.get(r["controller"]),
+                            lw=0.7, ls="--", label=f"{r['controller']}: limb (truth)")
             ax.set_title(f"{j}, {name}: " + ", ".join(f"{r['controller']} {r['joints'][j]['rmse_deg']:.2f}°"
                                                       for r in mine) + " rms", fontsize=10)
             ax.set_ylabel(f"{j} angle (deg)")
@@ -364,6 +483,7 @@ def plot(result, path):
     for ax in axes[-2]:
         ax.set_xlabel("time since the lead-in (s)")
     handles, labels = axes[0][0].get_legend_handles_labels()
+    labels, handles = zip(*dict(zip(labels, handles)).items())  # one entry each, however many passes (--repeat)
     fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(0.775, 0.96), fontsize=10, frameon=False)
     fig.suptitle("held-out trajectories: target vs measured joint angle, per controller", fontsize=12)
     fig.tight_layout(rect=(0, 0, 0.77, 1))

@@ -5,6 +5,7 @@ Markdown because it reads as text in a terminal, renders on GitHub and in every 
 plots sit next to it as PNG files the page links to.
 """
 
+from host.evaluate import quality_limb_spread_lines
 from host.files import write_atomic
 from host.train.dataset import dropped_text
 
@@ -57,6 +58,9 @@ def write_report(demo):
         lines += ["", "The last column: how many times larger that controller's RMSE is than the learned one's, per joint.", ""]
         for note in ev.get("notes") or []:
             lines.append(f"> {note}")
+        scored = quality_limb_spread_lines(ev) if ev.get("runs") else []  # limb vs pot, unclean runs, --repeat spread
+        if scored:
+            lines += ["```"] + scored + ["```", ""]
         lines += ["![target vs measured per controller](eval.png)", ""]
         lines += ["### Per trajectory", "", "| trajectory | what | " + " | ".join(
             f"{c} RMSE" for c in summary) + " |", "|---|---|" + "---|" * len(summary)]

@@ -20,6 +20,8 @@ def add_parser(sub):
     p.add_argument("--seconds", type=float, default=SECONDS, help="length of each trajectory")
     p.add_argument("--controllers", default=",".join(CONTROLLERS), metavar="NAME,...",
                    help="which controllers")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run each trajectory with each controller N times: the RMSE's run-to-run spread")
     cal = p.add_mutually_exclusive_group()
     cal.add_argument("--calibrate", nargs="+", metavar="SESSION",
                      help="sessions to fit the linear calibration on (default: the deployed model's training sessions)")
@@ -36,13 +38,15 @@ def run(args):
     names = [n for n in args.trajectories.split(",") if n]
     controllers = [c for c in args.controllers.split(",") if c]
     check_plan(names, args.seconds, controllers)  # names and numbers before any port or session is opened
+    if not 1 <= args.repeat <= 100:
+        raise UserError(f"--repeat {args.repeat}: give 1 to 100 passes")
     lin, cal = linear(args, controllers)
     port = board_port(args.port)
     if cal:
         say("linear calibration from " + ", ".join(cal["sessions"]) + ": " + ", ".join(
             f"{j} {a:.0f} us + {b:.2f} us/deg" for j, a, b in zip(cal["joints"], cal["lin"][::2], cal["lin"][1::2])))
     result = with_stop_signals(lambda stop: evaluate(port, lin, names, args.seconds, controllers, args.out,
-                                                     say=say, stop=stop))
+                                                     say=say, stop=stop, repeat=args.repeat))
     if args.plot:
         plot(result, args.plot)
     out = public(result)
