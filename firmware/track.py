@@ -26,7 +26,7 @@ RING = 128  # target ring slots per joint: a power of two > MAX_PAST + MAX_FUTUR
 HISTORY = 32  # history ring slots per signal: a power of two > MAX_PAST
 PLAN = 12  # int32 per model input in Mlp.plan: source, offset, lo, hi, r0, a, b, shift, olo, ohi, ilo, ihi
 HEAD = 3  # Mlp.plan starts t, n, guard (in: 1 while falling back; out: the inputs outside the guard)
-FADE_S = 0.04  # model <-> fallback crossfade: no pulse jumps at the switch, and quick enough to be safe
+FADE_S = 0.08  # model <-> fallback crossfade: no pulse jumps at the switch, and quick enough to be safe
 
 # The model's inputs, quantised in place each tick (models.Binding has the arithmetic), and the guard:
 # how many raw values lie outside [olo, ohi] (inside the model) or [ilo, ihi] (falling back). One
@@ -327,27 +327,36 @@ class Mlp:
         plan[0] = t
         plan[2] = self.falling
         features(self.x, plan, hist, track.ring)
-        falling = 1 if plan[2] else 0  # outside the outer limits, or not yet back inside the inner ones
+        y = self.y
+        self.model.infer_q(self.x, y)
+        target = robot.target
+        for o in range(len(y)):
+            target[b.joint[o]] = (((y[o] ^ 0x80) - 0x80) * b.g[o] + b.h[o]) >> b.out_shift[o]
+        if plan[2] or self.w:  # an input outside the guard, or the crossfade under way (falling implies w > 0)
+            self.guard(robot, plan[2])
+
+    def guard(self, robot, outside):
+        """Hysteresis and crossfade: the model's pulses in robot.target moved w / fade toward the fallback's."""
+        falling = 1 if outside else 0  # outside the outer limits, or (falling) not yet back inside the inner ones
         self.falling = falling
         w = self.w
         if falling:
             robot.latched |= F_FALLBACK
             if w < self.fade:
                 w += 1
-        elif w:
+        else:
             w -= 1
         self.w = w
-        y = self.y
-        self.model.infer_q(self.x, y)
+        if not w:
+            return
+        b = self.binding
         target = robot.target
         cur = robot.target_cdeg
         fade = self.fade
-        for o in range(len(y)):
+        for o in range(len(b.joint)):
             j = b.joint[o]
-            pulse = (((y[o] ^ 0x80) - 0x80) * b.g[o] + b.h[o]) >> b.out_shift[o]
-            if w:  # toward the fallback's pulse by w / fade
-                pulse += ((((b.la[o] + b.lb[o] * cur[j]) >> b.lshift[o]) - pulse) * w) // fade
-            target[j] = pulse
+            pulse = target[j]
+            target[j] = pulse + ((((b.la[o] + b.lb[o] * cur[j]) >> b.lshift[o]) - pulse) * w) // fade
 
 
 class Track:
