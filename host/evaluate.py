@@ -265,8 +265,9 @@ def score(session, lead_in, port=None):
                                    {j: np.asarray(c[f"{j}_deg"], float)[rows] for j in joints}).items():
         joints[j].update(v)
     limb_source = "sim" if "limb_rmse_deg" in joints[hello.joints[0]] else None
+    forearm = limb_angles.imu_forearm(session, rows, hello)  # the IMU's link from gravity, at still ticks (a real robot too)
     return {"ticks": len(rows), "rate_hz": rate, "drops": int(session.stats["drops"]), "joints": joints,
-            **run_quality(session, track, hello), "limb_source": limb_source,
+            **run_quality(session, track, hello), "limb_source": limb_source, "forearm_imu": forearm,
             "limb": limb if limb_source else None,
             "fallback": None if flagged is None else _r(flagged.mean(), 4),  # of the ticks: the model out of its region
             "t": (np.asarray(c["t"])[rows] - c["t"][rows[0]]), "targets": {j: np.asarray(c[f"{j}_target_deg"])[rows] for j in joints},
@@ -340,6 +341,10 @@ def _quality_limb_spread(out, mine):
             v["limb_abs_rmse_deg"] = _pooled(mine, j, "limb_abs_rmse_deg")
             v["limb_vs_pot_deg"] = _pooled(mine, j, "limb_vs_pot_deg")
             v["limb_offset_deg"] = _r(np.mean([r["joints"][j]["limb_offset_deg"] for r in mine]))
+    imu = [r["forearm_imu"] for r in mine if r.get("forearm_imu")]
+    out["forearm_imu"] = {"rmse_deg": _r(math.sqrt(sum(f["rmse_deg"] ** 2 * f["ticks"] for f in imu) / sum(f["ticks"] for f in imu))),
+                          "vs_pot_deg": _r(math.sqrt(sum(f["vs_pot_deg"] ** 2 * f["ticks"] for f in imu) / sum(f["ticks"] for f in imu))),
+                          "ticks": sum(f["ticks"] for f in imu), "runs": len(imu)} if imu else None
     passes = sorted({r.get("repeat", 1) for r in mine})
     if len(passes) < 2:
         return
@@ -421,6 +426,11 @@ def quality_limb_spread_lines(result):
             lines.append(f"  {j:<9}" + "   ".join(
                 f"{c} limb {v['limb_rmse_deg']:.2f}° / pot {v['rmse_deg']:.2f}° (offset {v['limb_offset_deg']:+.1f}°)"
                 for c in summary if "limb_rmse_deg" in (v := summary[c]["joints"][j])))
+    if any(summary[c].get("forearm_imu") for c in summary):
+        lines.append("IMU: the forearm's angle from gravity (= the joints' limb angles summed), still ticks only, "
+                     "its constant offset removed: RMSE vs the targets' sum / vs the pots' sum:")
+        lines.append("  " + "   ".join(f"{c} {f['rmse_deg']:.2f}° / {f['vs_pot_deg']:.2f}° ({f['ticks']} ticks)"
+                                       for c in summary if (f := summary[c].get("forearm_imu"))))
     unclean = [r for r in runs if not r.get("clean", True)]
     if unclean:
         lines.append(f"unclean runs (scored, but the board's ticks stalled or overran; each ran twice): {len(unclean)} "

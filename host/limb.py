@@ -60,3 +60,53 @@ def scores(limb, targets, measured, min_cover=0.9):
         out[j] = {"limb_rmse_deg": e["rmse"], "limb_max_deg": e["max_abs"], "limb_offset_deg": round(offset, 3),
                   "limb_abs_rmse_deg": absolute["rmse"], "limb_vs_pot_deg": play["rmse"]}
     return out
+
+
+STILL_DPS = 15.0  # imu_forearm(): a tick is still when the link's angle turns slower than this over STILL_S ...
+STILL_S = 0.1
+STILL_G = 0.03  # ... and the accelerometer reads its resting magnitude within this: gravity alone
+
+
+def imu_forearm(session, rows, hello):
+    """The IMU's link (imu.mounted_on: the distal one on a Gen0) against the targets, from gravity.
+
+    Its accelerometer in the joints' plane gives the link's absolute angle from hanging, atan2(ay, -ax): the
+    sum of the joints' limb angles plus where the links were glued on, and only while the arm is nearly
+    still (STILL_DPS, STILL_G: at 150 deg/s the centripetal part alone tilts it by degrees; the gyro is not
+    used: its offset is tens of deg/s on some units). The constant (the glue, the IMU's mounting, the pots'
+    zeros) is the mean of IMU - pot sum over those ticks; then {"rmse_deg" (IMU - constant - target sum),
+    "vs_pot_deg" (IMU - constant - pot sum), "ticks" (still ones), "offset_deg"}, or None without IMU
+    readings, or with fewer than 20 still ticks."""
+    c = session.columns
+    if not all(k in c for k in ("ax", "ay", "az")) or "imu_missing" in hello.flags and \
+            (np.asarray(c["flags"])[rows] & hello.flag("imu_missing")).any():
+        return None
+    ax, ay, az = (np.asarray(c[k], float)[rows] for k in ("ax", "ay", "az"))
+    angle = np.degrees(np.unwrap(np.arctan2(ay, -ax)))
+    g = np.sqrt(ax ** 2 + ay ** 2 + az ** 2)
+    still = (_turn(angle, hello.rate_hz) < STILL_DPS) & (np.abs(g - np.median(g)) < STILL_G)
+    for j in hello.joints:  # and no joint's pot moving (a link swinging through its lowest point reads still)
+        still &= _turn(np.asarray(c[f"{j}_deg"], float)[rows], hello.rate_hz) < STILL_DPS
+    if still.sum() < 20:
+        return None
+    target = sum(np.asarray(c[f"{j}_target_deg"], float)[rows] for j in hello.joints)
+    pot = sum(np.asarray(c[f"{j}_deg"], float)[rows] for j in hello.joints)
+    offset = float(np.mean(_wrap(angle - pot)[still]))
+    angle = pot + _wrap(angle - pot - offset)
+    e, vs = error(angle[still], target[still]), error(angle[still], pot[still])
+    return {"rmse_deg": e["rmse"], "vs_pot_deg": vs["rmse"], "ticks": int(still.sum()), "offset_deg": round(offset, 3)}
+
+
+def _turn(deg, rate_hz):
+    """How fast (deg/s) an angle moves around each tick: its mean over the first and the last 3 ticks of a
+    STILL_S window, apart (inf where the window leaves the run); the means keep the sensors' noise out."""
+    half = max(3, round(STILL_S * rate_hz / 2))
+    out = np.full(len(deg), np.inf)
+    if len(deg) > 2 * half + 3:
+        m = np.convolve(deg, np.ones(3) / 3, mode="valid")  # m[i]: mean of deg[i..i+2]
+        out[half:len(deg) - half] = np.abs(m[2 * half - 2:] - m[:len(m) - 2 * half + 2]) / ((2 * half - 2) / rate_hz)
+    return out
+
+
+def _wrap(deg):
+    return (np.asarray(deg) + 180.0) % 360.0 - 180.0

@@ -21,8 +21,11 @@ LIN = [1450, 10, 1450, 10]
 @pytest.mark.slow
 def test_worn_gears_show_in_the_limb_error_and_a_healthy_limb_follows_its_pot(make_sim, tmp_path):
     worn = make_sim(preload=True, seed=0, plant=HARDWARE_DIR / "plants" / "worn.json")
-    result = evaluate(worn.port, LIN, ["sines"], 2.5, ["linear"], tmp_path / "worn", say=lambda m: None)
+    result = evaluate(worn.port, LIN, ["sines", "steps"], 4.0, ["linear"], tmp_path / "worn", say=lambda m: None)
     w = result["runs"][0]["joints"]
+    # the IMU on the forearm sees the play too, from gravity, while the arm holds a step (truth there: ~2.9 deg)
+    imu = result["runs"][1]["forearm_imu"]
+    assert imu["ticks"] >= 50 and imu["vs_pot_deg"] > 2.0, imu
     worn.stop()
     healthy = make_sim(preload=True, seed=0)
     # in another process, as a user runs it: the truth comes over the simulator's socket; two passes
