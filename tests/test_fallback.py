@@ -180,3 +180,19 @@ def test_a_model_trained_on_a_narrow_range_falls_back_when_sent_beyond_it_or_pus
     print("largest pulse step %.0f us; the fallback's own %.0f" % (jumps.max(), lin[1] * np.abs(np.diff(target)).max()))
     assert jumps.max() <= lin[1] * np.abs(np.diff(target)).max() + 250 / fade  # a model-lin gap of 250 us, crossfaded
     assert 0 < shown["fallback_pct"] < 100
+
+
+def test_falling_back_and_returning_allocates_nothing(tmp_path):
+    """gc disabled: ticks inside, entering, in, and leaving the fallback (three times each) touch no heap."""
+    (tmp_path / "model.bin").write_bytes(guarded_blob())
+    t = np.arange(400) / RATE
+    targets = np.rint(np.column_stack([40 * np.sin(2 * np.pi * t), np.zeros(len(t))]) * 100).astype("<i2")
+    body = ("import gc, loop, config\nr = loop.Gen0(config.load())\n"
+            "tr = r.mode_named('track')\ntr.load(%r)\nr.enter('track', ['traj'])\n"
+            "def delta(n):\n    gc.collect()\n    a = gc.mem_alloc()\n    r.run(n)\n    return gc.mem_alloc() - a\n"
+            "r.run(70)\ngc.disable()\nd = delta(320)\n"  # after the first ticks' one-off warm-up
+            "print('ALLOC', d, tr.controller.falling, r.mode.name)\n") % targets.tobytes()
+    robot = dict(ROBOT, loop=dict(ROBOT["loop"], rate_hz=RATE))
+    text = run_on_vm(tmp_path, body, robot=robot).decode("latin-1")
+    line = text[text.index("ALLOC"):].split("\n")[0]
+    assert line.split()[1:] == ["0", "0", "track"], line  # back inside at the end (sin(2 pi 390/200) ~ -0.3)
