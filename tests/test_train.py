@@ -162,6 +162,10 @@ def test_inverse_learned_from_a_session_beats_the_baselines(session, tmp_path):
         assert m["val_rmse"][o] < 1.15 * m["baseline_rmse"]["linear"][o], m
         assert m["int8"]["val_rmse"][o] < 0.4 * m["baseline_rmse"]["mean"][o], m
         assert m["int8"]["vs_float"]["rel_rms"][o] < 0.05, m  # int8 costs little against the spread of commands
+    # the closed-loop figure: the model drives a learned servo along eval's trajectories (host/train/rollout.py)
+    loop = json.loads((tmp_path / "inv" / "metrics.json").read_text())["closed_loop"]
+    assert set(loop["trajectories"]) == {"steps", "sines", "random"} and loop["forward"]["task"] == "forward_servo"
+    assert all(0.3 < v < 10 for v in loop["rmse_deg"].values()), loop  # degrees, as host eval's (~2-4 here)
     blob = (tmp_path / "inv" / "model.bin").read_bytes()
     spec = mlp.parse(blob)
     assert spec.task == "inverse" and spec.inputs == m["inputs"] and spec.outputs == m["outputs"]

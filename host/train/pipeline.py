@@ -22,7 +22,7 @@ from host.export.quantize import export, int8_error
 from host.export.reference import Reference
 from host.sessions import Session, find_session, load
 from host.sessions.stats import check_warnings
-from host.train import checkpoint as ckpt
+from host.train import checkpoint as ckpt, rollout
 from host.train.dataset import from_sessions, normalisation, of_unit, output_label, synthetic, task_for
 from host.train.fit import Config, History, auto_batch, device_for, fit, predict, rmse
 from host.train.model import MLP
@@ -116,6 +116,8 @@ def _train_and_save(model, data, norm, config, history, optimizer_state, out, pr
     }
     checkpoint_bytes = ckpt.to_bytes(checkpoint)
     metrics = _metrics(model, layers, blob, data, norm, config, history, out.name)
+    if config.task == "inverse" and loaded:  # a figure that predicts closed-loop tracking (rollout.py, TRAIN.md)
+        metrics["closed_loop"] = rollout.figure(loaded, rollout.Net(model, norm, data.inputs, data.outputs), config.seed)
     metrics["sizes"] = {"parameters": sum(p.numel() for p in model.parameters()), "blob_bytes": len(blob),
                         "checkpoint_bytes": len(checkpoint_bytes)}
     metrics["timings"] = {"load_s": round(loaded_s, 3), "train_s": round(train_s, 3),

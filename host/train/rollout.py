@@ -1,0 +1,139 @@
+"""A training figure that predicts closed-loop tracking, not only per-row pulse error.
+
+The inverse model drives a learned servo: the `forward` task (angle, previous angle, pulse -> the next
+angle), trained on the same sessions, stands in for the robot, and the inverse model picks each tick's
+pulse from the simulated angle, its own previous pulse and the target K ticks ahead, along `host eval`'s
+held-out trajectories (host/evaluate.py: steps, sines, random). The figure is the RMSE of the simulated
+angle against the target over the trajectories' bodies, per joint: what `host eval` measures on the
+robot, through a model of the robot (TRAIN.md "Closed-loop figure").
+"""
+
+import time
+
+import numpy as np
+import torch
+
+from polyniod_firmware import features
+
+from host.sessions.stats import robot_of
+from host.train.dataset import from_sessions, normalisation
+from host.train.fit import Config, auto_batch, fit, predict
+from host.train.model import MLP
+from host.train.tasks import Task
+
+OUT_OF_RANGE_DEG = 120.0  # a rollout whose angle leaves +-this has diverged: the angle is held there
+
+
+LATENCY_PULSES = (2, 4, 6, 8)  # forward_task(): the pulses this many ticks back feed the learned servo too
+
+
+def forward_task(joints, rate_hz):
+    """The learned servo: angle now and a tick before, the pulse now and LATENCY_PULSES ticks back -> the angle
+    a tick later. The SG90 answers a pulse ~50 ms late (5 ticks at 100 Hz): tasks.forward's (angle, previous
+    angle, pulse) cannot know the pulses still on their way, and its rollouts ranked models worse (TRAIN.md)."""
+    back = [round(k * rate_hz / 100) for k in LATENCY_PULSES]
+    inputs = [f for j in joints for f in (f"{j}_deg", f"{j}_deg@-1", f"{j}_cmd_us", *(f"{j}_cmd_us@-{k}" for k in back))]
+    return Task("forward_servo", inputs, [f"{j}_deg@+1" for j in joints])
+
+
+class Net:
+    """A float model as a function of physical rows: inputs by name -> outputs in their units."""
+
+    def __init__(self, model, norm, inputs, outputs):
+        self.model, self.inputs, self.outputs, self._predict = model, list(inputs), list(outputs), predict
+        self.norm = [np.asarray(v, dtype=np.float64) for v in norm]  # in mean, in std, out mean, out std
+
+    @classmethod
+    def of(cls, checkpoint):
+        from host.train.checkpoint import build
+
+        n = checkpoint["norm"]
+        return cls(build(checkpoint), [n[k] for k in ("in_mean", "in_std", "out_mean", "out_std")],
+                   checkpoint["inputs"], checkpoint["outputs"])
+
+    def __call__(self, x):
+        in_mean, in_std, out_mean, out_std = self.norm
+        return self._predict(self.model, (np.asarray(x, np.float64) - in_mean) / in_std) * out_std + out_mean
+
+
+def figure(sessions, inverse, seed=0):
+    """metrics.json's "closed_loop" of an inverse Net trained on `sessions`: a forward_task net trained on the
+    same sessions (same split), then closed_loop(); None when the inverse reads inputs the rollout cannot make."""
+    started = time.perf_counter()
+    joints, rate = robot_of(sessions)
+    known = {f"{j}_{s}" for j in joints for s in ("deg", "cmd_us", "target_deg")}
+    if any(features.parse(f)[0] not in known for f in inverse.inputs):
+        return None
+    task = forward_task(joints, rate)
+    data = from_sessions(sessions, task)
+    norm = normalisation(data.x_train, data.y_train)
+    config = Config(task=task.name, seed=seed)
+    config.batch = auto_batch(len(data.x_train))
+    torch.manual_seed(seed)
+    model = MLP(len(task.inputs), config.hidden, len(task.outputs), config.act)
+    in_mean, in_std, out_mean, out_std = norm
+    fit(model, (data.x_train - in_mean) / in_std, (data.y_train - out_mean) / out_std, (data.x_val - in_mean) / in_std,
+        (data.y_val - out_mean) / out_std, config, progress=False)
+    model.cpu()
+    forward = Net(model, norm, task.inputs, task.outputs)
+    servo_err = np.sqrt(np.mean((forward(data.x_val) - data.y_val) ** 2, axis=0))
+    out = closed_loop(inverse, forward, joints, rate)
+    out.update(forward={"task": task.name, "inputs": task.inputs, "val_rmse_deg": dict(zip(joints, np.round(servo_err, 3).tolist())),
+                        "rows": len(data.x_train)}, seconds=round(time.perf_counter() - started, 2))
+    return out
+
+
+def closed_loop(inverse, forward, joints, rate_hz, names=None, seconds=None):
+    """{"rmse_deg": {joint: pooled over the trajectories}, "trajectories": {name: {joint: rmse}}} of the inverse
+    net driving the forward net along eval's trajectories (Net-like callables with .inputs/.outputs names)."""
+    from host import evaluate as ev
+
+    plan = ev.trajectories(len(joints), rate_hz, names or ev.TRAJECTORIES, seconds or ev.SECONDS)
+    per, sq, n = {}, dict.fromkeys(joints, 0.0), 0
+    for traj in plan:
+        angle = _run(inverse, forward, joints, traj.targets)
+        body = slice(traj.lead_in, len(traj.targets))
+        err = angle[body] - traj.targets[body]
+        per[traj.name] = {j: round(float(np.sqrt(np.mean(err[:, i] ** 2))), 3) for i, j in enumerate(joints)}
+        for i, j in enumerate(joints):
+            sq[j] += float(np.sum(err[:, i] ** 2))
+        n += len(err)
+    return {"rmse_deg": {j: round(float(np.sqrt(sq[j] / n)), 3) for j in joints}, "trajectories": per}
+
+
+def _run(inverse, forward, joints, targets):
+    """The simulated angles [ticks, joints] of one closed-loop run from rest at the first target."""
+    ticks = len(targets)
+    cols = {}
+    for i, j in enumerate(joints):
+        cols[f"{j}_deg"] = np.full(ticks + 1, targets[0, i])
+        cols[f"{j}_cmd_us"] = np.full(ticks + 1, np.nan)
+        cols[f"{j}_target_deg"] = np.concatenate([targets[:, i], np.repeat(targets[-1:, i], features.MAX_FUTURE + 1)])
+    rest = {f"{j}_cmd_us": float(inverse.norm[2][k]) for k, j in enumerate(joints) if f"{j}_cmd_us" in inverse.outputs} \
+        if hasattr(inverse, "norm") else {}
+    inv = [_feature(f) for f in inverse.inputs]
+    fwd = [_feature(f) for f in forward.inputs]
+    inv_out = [o.partition("@")[0] for o in inverse.outputs]
+    fwd_out = [o.partition("@")[0] for o in forward.outputs]
+    for t in range(ticks):
+        x = [_at(cols, s, t + k, rest) for s, k in inv]
+        for name, v in zip(inv_out, inverse(np.array([x]))[0]):
+            cols[name][t] = v
+        x = [_at(cols, s, t + k, rest) for s, k in fwd]
+        for name, v in zip(fwd_out, forward(np.array([x]))[0]):
+            cols[name][t + 1] = min(max(v, -OUT_OF_RANGE_DEG), OUT_OF_RANGE_DEG)
+    return np.column_stack([cols[f"{j}_deg"][:ticks] for j in joints])
+
+
+def _feature(name):
+    """(column, tick offset) of an input as the device computes it live (a target is the trajectory's)."""
+    signal, k = features.parse(name)
+    return signal, k
+
+
+def _at(cols, column, t, rest):
+    """The column at tick t; before the run, its first value (a pulse: the training rows' mean)."""
+    v = cols[column][max(t, 0)]
+    if np.isnan(v):
+        return rest.get(column, 0.0)
+    return v
