@@ -117,7 +117,8 @@ def _train_and_save(model, data, norm, config, history, optimizer_state, out, pr
     checkpoint_bytes = ckpt.to_bytes(checkpoint)
     metrics = _metrics(model, layers, blob, data, norm, config, history, out.name)
     if config.task == "inverse" and loaded:  # a figure that predicts closed-loop tracking (rollout.py, TRAIN.md)
-        metrics["closed_loop"] = rollout.figure(loaded, rollout.Net(model, norm, data.inputs, data.outputs), config.seed)
+        metrics["closed_loop"] = rollout.figure(loaded, rollout.Net(model, norm, data.inputs, data.outputs), config.seed,
+                                                sum(1 for i in data.sessions if i["role"] == "val"))
     metrics["sizes"] = {"parameters": sum(p.numel() for p in model.parameters()), "blob_bytes": len(blob),
                         "checkpoint_bytes": len(checkpoint_bytes)}
     metrics["timings"] = {"load_s": round(loaded_s, 3), "train_s": round(train_s, 3),

@@ -15,6 +15,7 @@ import torch
 
 from polyniod_firmware import features
 
+from host.errors import UserError
 from host.sessions.stats import robot_of
 from host.train.dataset import from_sessions, normalisation
 from host.train.fit import Config, auto_batch, fit, predict
@@ -56,16 +57,20 @@ class Net:
         return self._predict(self.model, (np.asarray(x, np.float64) - in_mean) / in_std) * out_std + out_mean
 
 
-def figure(sessions, inverse, seed=0):
-    """metrics.json's "closed_loop" of an inverse Net trained on `sessions`: a forward_task net trained on the
-    same sessions (same split), then closed_loop(); None when the inverse reads inputs the rollout cannot make."""
+def figure(sessions, inverse, seed=0, n_val=None):
+    """metrics.json's "closed_loop" of an inverse Net trained on `sessions` (the last n_val validating): a
+    forward_task net trained on the same sessions and split, then closed_loop(); {"note": why} when the inverse
+    reads inputs the rollout cannot make or the sessions give the servo model no rows."""
     started = time.perf_counter()
     joints, rate = robot_of(sessions)
     known = {f"{j}_{s}" for j in joints for s in ("deg", "cmd_us", "target_deg")}
     if any(features.parse(f)[0] not in known for f in inverse.inputs):
-        return None
+        return {"note": "the model reads inputs other than the joints' angles, pulses and targets: no rollout"}
     task = forward_task(joints, rate)
-    data = from_sessions(sessions, task)
+    try:
+        data = from_sessions(sessions, task, n_val=n_val or None)
+    except UserError as e:
+        return {"note": f"no servo model: {e}"}
     norm = normalisation(data.x_train, data.y_train)
     config = Config(task=task.name, seed=seed)
     config.batch = auto_batch(len(data.x_train))
