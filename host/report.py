@@ -135,7 +135,10 @@ def pulse_errors(train):
     """The training step's held-out figure, labelled as what it is: an open-loop pulse error."""
     errors = ", ".join(f"{k} {v:.0f} µs" for k, v in (train.get("int8_val_rmse") or {}).items())
     linear = ", ".join(f"{v:.0f}" for v in (train.get("linear_rmse") or {}).values())
-    return f"open-loop pulse error on held-out rows: MLP (int8) {errors}, linear fit {linear} µs"
+    loop = train.get("closed_loop") or {}  # metrics.json "closed_loop" rmse_deg (TRAIN.md "Closed-loop figure")
+    loop = ("; tracking through a learned servo along the eval trajectories (predicts eval): "
+            + ", ".join(f"{j} {v:.2f}°" for j, v in loop.items())) if loop else ""
+    return f"open-loop pulse error on held-out rows: MLP (int8) {errors}, linear fit {linear} µs{loop}"
 
 
 def dropped_warning(rows):
