@@ -17,8 +17,9 @@ PULSE_VS_TRACKING = (
     "the MLP's look-ahead removes the servo's lag that a static linear map keeps.")
 # Why the training drops rows, by reason (host/train/dataset.py, TRAIN.md "Rows").
 DROPPED_WHY = {
-    "edges": "a late or lost tick (a loop overrun, a dropped frame; on a virtual Gen0 a loaded host) cuts the "
-             "timeline, and rows whose feature window crosses a cut are left out: record on a quieter machine",
+    "edges": "a lost frame, a reset or a pause the board did not catch up (a stall of over 50 ms) cuts the timeline, "
+             "and rows whose feature window crosses a cut are left out (late ticks the board caught up do not): "
+             "check the link (`host sessions`: drops) and, for a virtual Gen0, the host's load",
     "not_driven": "the servos were limp (boot, `idle limp`) for that part of the sessions",
     "split_gap": "the ticks between the training and validation parts of a segment are left out",
     "nan": "telemetry values that are NaN or infinite",
