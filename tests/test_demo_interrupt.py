@@ -184,7 +184,7 @@ def test_a_finished_demo_labels_its_figures_and_warns_of_dropped_rows(monkeypatc
     assert "open-loop pulse error on held-out rows: MLP (int8) shoulder_cmd_us 53 µs" in train_row
     warning = next(line for line in said if "warning:" in line)
     assert "left out 35% of the rows" in warning and "400 edges" in warning
-    assert "late or lost tick" in warning
+    assert "a lost frame, a reset or a pause" in warning
     assert "> **Warning:** training left out 35% of the rows recorded (3 not driven, 400 edges)" in report
 
 
