@@ -162,9 +162,9 @@ def trained_sessions(port, models="models"):
 
 # -- running ------------------------------------------------------------------------------------------
 def evaluate(port, lin, names=TRAJECTORIES, seconds=SECONDS, controllers=CONTROLLERS, out=None, say=print,
-             stop=None, repeat=1):
+             stop=None, repeat=1, rerun=True):
     """Run each trajectory with each controller on the board at `port` (`repeat` times), recording a session
-    per run; a run that is not clean (run_quality) is run once more, and scored as it then is.
+    per run; a run that is not clean (run_quality) is run once more (rerun), and scored as it then is.
 
     lin: the linear controller's [a0, b0, a1, b1, ...]. Returns {"runs": [...], "summary": ...,
     "trajectories": ...}; a controller the board cannot run (no model deployed) is skipped with a note."""
@@ -189,11 +189,11 @@ def evaluate(port, lin, names=TRAJECTORIES, seconds=SECONDS, controllers=CONTROL
             for rep in range(repeat):
                 name = f"eval-{traj.name}-{c}" + (f"-{rep + 1}" if repeat > 1 else "")
                 first = None
-                for attempt in (1, 2):  # an unclean run (a stall, overruns, a lost frame) once more
+                for attempt in (1, 2) if rerun else (1,):  # an unclean run (a stall, overruns, a lost frame) once more
                     send = c == controllers[0] and rep == 0 and attempt == 1
                     path = _record(port, out, name, header, traj, c, args, send, say, stop)
                     run = score(load(path), traj.lead_in, port)
-                    if run["clean"] or attempt == 2:
+                    if run["clean"] or attempt == 2 or not rerun:
                         break
                     first = {"overruns": run["overruns"], "longest_gap_ms": run["longest_gap_ms"], "lost": run["lost"],
                              "session": str(path)}
@@ -433,8 +433,9 @@ def quality_limb_spread_lines(result):
                                        for c in summary if (f := summary[c].get("forearm_imu"))))
     unclean = [r for r in runs if not r.get("clean", True)]
     if unclean:
-        lines.append(f"unclean runs (scored, but the board's ticks stalled or overran; each ran twice): {len(unclean)} "
-                     f"of {len(runs)}: " + "; ".join(f"{r['trajectory']} {r['controller']}: {_quality_text(r)}" for r in unclean))
+        lines.append(f"unclean runs (the board's ticks stalled or overran; scored as they ran): {len(unclean)} of {len(runs)}: "
+                     + "; ".join(f"{r['trajectory']} {r['controller']}: {_quality_text(r)}"
+                                 + (" (the second attempt)" if r.get("attempts") == 2 else "") for r in unclean))
     if any("rmse_passes" in summary[c]["joints"][j] for c in summary for j in joints):
         n = summary[next(iter(summary))]["joints"][joints[0]]["rmse_passes"]["n"]
         lines.append(f"run to run ({n} passes), pooled RMSE per pass: mean ± std (min..max)")
