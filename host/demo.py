@@ -23,7 +23,11 @@ from host.sessions import load
 from host.sessions.plot import plot as plot_session
 
 COLLECT_S = 50.0  # of excitation, in all (excitation())
-CHIRP_SHARE, VALIDATION_SHARE = 0.4, 0.2  # of the excitation seconds
+MULTISINE_SHARE, VALIDATION_SHARE = 0.4, 0.2  # of the excitation seconds
+# 4 sines a joint, the joints' interleaved on 0.2-5 Hz (the servos' -3 dB band, EVAL.md "Excitation"); amplitudes
+# ~1/f summing to 40 deg: a joint's components the same peak speed, at most ~160 (shoulder) to ~400 deg/s (elbow)
+# in all, under the ~550 deg/s slew limit
+MULTISINE = {"f0_mhz": 200, "f1_mhz": 5000, "n": 4, "tilt": 1, "amp_us": 400}
 EPOCHS = 60
 STEPS_DWELL_MS = (150, 600)
 ROUND_COLLECT_S, ROUND_SHARE = 20.0, 0.4  # on-policy seconds per self-improvement round: 40 % of --collect, at most 20
@@ -32,17 +36,20 @@ ROUND_COLLECT_S, ROUND_SHARE = 20.0, 0.4  # on-policy seconds per self-improveme
 def excitation(collect_s, seed):
     """{session name: [(program, {param: value})]}: what the demo records to learn the servos from.
 
-    The training session: a chirp (smooth, every frequency), then random steps (pulses held, so the
-    servo settles). The validation session: steps from another seed -- a session of its own, since
-    training never validates on rows of the sessions it trains on."""
+    The training session: a multisine (both joints at once, each at frequencies of its own across the
+    band the servos follow), then random steps (pulses held, so the servo settles: also what the linear
+    calibration fits). Chosen by closed-loop tracking error over a chirp + steps, steps alone and other
+    mixes (EVAL.md "Excitation"). The validation session: steps from another seed -- a session of its
+    own, since training never validates on rows of the sessions it trains on."""
     total = round(collect_s * 1000)
-    chirp, val = round(total * CHIRP_SHARE), round(total * VALIDATION_SHARE)
+    sines, val = round(total * MULTISINE_SHARE), round(total * VALIDATION_SHARE)
 
     def steps(seed, ms):
         return "steps", {"seed": seed, "duration_ms": ms, "dwell_min_ms": STEPS_DWELL_MS[0],
                          "dwell_max_ms": STEPS_DWELL_MS[1]}
 
-    return {"excitation": [("chirp", {"duration_ms": chirp}), steps(seed, total - chirp - val)],
+    return {"excitation": [("multisine", {"seed": seed, "duration_ms": sines, **MULTISINE}),
+                           steps(seed, total - sines - val)],
             "validation": [steps(seed + 1000, val)]}
 
 
@@ -205,7 +212,8 @@ class Demo:
                       f"{summary['drops']} dropped, link {summary['link_utilisation'] * 100:.0f} % -> {rec.path}")
             facts.append({"name": name, "path": str(rec.path), "plan": plan, **{k: summary[k] for k in (
                 "telemetry_frames", "drops", "crc_errors", "rate_hz", "link_utilisation")}})
-        plot_session(sessions[0], self.dir / "excitation.png", title="excitation: a chirp, then random steps")
+        plot_session(sessions[0], self.dir / "excitation.png",
+                     title="excitation: " + ", then ".join(p for p, _ in plans["excitation"]))
         self.done(sessions=facts)
         return sessions
 
@@ -217,7 +225,7 @@ class Demo:
                           val_rmse=m["val_rmse"], int8_val_rmse=m["int8"]["val_rmse"],
                           linear_rmse=m["baseline_rmse"]["linear"], blob_bytes=m["sizes"]["blob_bytes"],
                           inputs=m["inputs"], outputs=m["outputs"], hidden=m["config"]["hidden"],
-                          train_s=m["timings"]["train_s"])
+                          train_s=m["timings"]["train_s"], closed_loop=(m.get("closed_loop") or {}).get("rmse_deg"))
         self.note(f"{m['rows']['train']} training rows, {m['epochs_run']} epochs in {m['timings']['train_s']:.1f} s; "
                   f"{pulse_errors(facts)} (the closed-loop tracking error comes with the evaluation)")
         warning = dropped_warning(m["rows"])

@@ -162,6 +162,7 @@ def learn(port, train_sessions, val_sessions, rounds, out, model=None, score0=No
             _deploy(port, best["model"])  # never leave a worse model running
         table.append({"round": r, "sessions": len(pool), "model": str(candidate), "kept": kept, **score,
                       "rows": m["rows"]["train"], "val_rmse": m["val_rmse"],
+                      "closed_loop_deg": (m.get("closed_loop") or {}).get("rmse_deg"),
                       "seconds": round(time.monotonic() - t, 1)})
         say(_line(table[-1]) + ("" if kept else f"   (worse than round {best['round']}: round {best['round']}'s "
                                                  "model redeployed)"))
