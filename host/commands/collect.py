@@ -17,8 +17,8 @@ def add_parser(sub):
     p.add_argument("--duration", type=float, metavar="S",
                    help="seconds to record (default: the program's own duration; with --program idle: until Ctrl-C)")
     p.add_argument("--program", default="steps",
-                   help="on-device program: steps, chirp, sweep, prbs, or idle (just record)")
-    p.add_argument("--seed", type=int, help="the program's seed (steps, prbs; default: the program's own)")
+                   help="on-device program: steps, chirp, sweep, prbs, multisine, or idle (just record)")
+    p.add_argument("--seed", type=int, help="the program's seed (steps, prbs, multisine; default: the program's own)")
     p.add_argument("--param", action="append", default=[], metavar="K=V", help="a program parameter (repeatable)")
     p.add_argument("--name", help="session name (default: from the date and time; with several boards, each "
                    "session's gets _<unit id>)")
