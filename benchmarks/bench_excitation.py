@@ -53,7 +53,7 @@ def mixes(seed):
 
     return {"demo": demo.excitation(demo.COLLECT_S, seed)["excitation"],
             "chirp+steps": [("chirp", {"duration_ms": half}), steps(ms - half)],
-            "multisine-equal+steps": [sines(half, tilt=0), steps(ms - half)],
+            "multisine-1/f+steps": [sines(half, tilt=1), steps(ms - half)],
             "steps": [steps(ms)],
             "chirp+multisine+steps": [("chirp", {"duration_ms": ms // 4}), sines(ms // 4), steps(ms - ms // 2)],
             "multisine30+steps10": [sines(ms * 3 // 4), steps(ms - ms * 3 // 4)]}

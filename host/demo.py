@@ -24,10 +24,10 @@ from host.sessions.plot import plot as plot_session
 
 COLLECT_S = 50.0  # of excitation, in all (excitation())
 MULTISINE_SHARE, VALIDATION_SHARE = 0.4, 0.2  # of the excitation seconds
-# 4 sines a joint, the joints' interleaved on 0.2-5 Hz (the servos' -3 dB band, EVAL.md "Excitation"); amplitudes
-# ~1/f summing to 40 deg: a joint's components the same peak speed, at most ~160 (shoulder) to ~400 deg/s (elbow)
-# in all, under the ~550 deg/s slew limit
-MULTISINE = {"f0_mhz": 200, "f1_mhz": 5000, "n": 4, "tilt": 1, "amp_us": 400}
+# 4 sines a joint, the joints' interleaved on 0.2-5 Hz (the servos' -3 dB band, EVAL.md "Excitation and inputs"),
+# 10 deg each (tilt 0: equal amplitudes, up to ~650 deg/s in all, touching the ~550 deg/s slew limit; tracked
+# better than amplitudes ~1/f, which tied a chirp, on all four units measured)
+MULTISINE = {"f0_mhz": 200, "f1_mhz": 5000, "n": 4, "tilt": 0, "amp_us": 400}
 EPOCHS = 60
 STEPS_DWELL_MS = (150, 600)
 ROUND_COLLECT_S, ROUND_SHARE = 20.0, 0.4  # on-policy seconds per self-improvement round: 40 % of --collect, at most 20
