@@ -188,8 +188,8 @@ PROGRAMS = {
               ("center_us", None), ("amp_us", 300)),
     "prbs": (("seed", 1), ("duration_ms", 20000), ("joints", None), ("bit_ms", 100), ("center_us", None),
              ("amp_us", 200)),
-    "multisine": (("seed", 1), ("duration_ms", 20000), ("joints", None), ("f0_mhz", 200), ("f1_mhz", 3000),
-                  ("n", 4), ("tilt", 1), ("center_us", None), ("amp_us", 400)),
+    "multisine": (("seed", 1), ("duration_ms", 20000), ("joints", None), ("f0_mhz", 200), ("f1_mhz", 5000),
+                  ("n", 4), ("tilt", 0), ("center_us", None), ("amp_us", 400)),
 }
 MAX_SINES = 16  # multisine components per joint
 MAX_DURATION_MS = 3600000

@@ -47,7 +47,7 @@ def test_multisine_spectrum_is_the_claimed_band_with_interleaved_joint_sets(tilt
 
 def test_multisine_one_joint_and_seeded_phases():
     p = programs.resolve("multisine", {"joints": "1", "n": 3, "duration_ms": 3000}, 2)
-    assert programs.multisine_mhz(200, 3000, 3, 0, 1) == [200, 1600, 3000]  # one joint: the whole grid
+    assert programs.multisine_mhz(200, 5000, 3, 0, 1) == [200, 2600, 5000]  # one joint: the whole grid
     pulses = programs.pulses(p, JOINTS, RATE)
     assert {t[0] for t in pulses} == {JOINTS[0]["center_us"]}
     assert pulses == programs.pulses(p, JOINTS, RATE)
