@@ -22,8 +22,8 @@ from host.report import dropped_warning, pulse_errors, stop_text, write_report
 from host.sessions import load
 from host.sessions.plot import plot as plot_session
 
-COLLECT_S = 50.0  # of excitation, in all (excitation())
-MULTISINE_SHARE, VALIDATION_SHARE = 0.4, 0.2  # of the excitation seconds
+COLLECT_S = 45.0  # of excitation, in all (excitation()): 20 s multisine, 20 s steps, 5 s validation steps
+MULTISINE_SHARE, VALIDATION_SHARE = 4 / 9, 1 / 9  # of the excitation seconds (validation: early stopping only)
 # 4 sines a joint, the joints' interleaved on 0.2-5 Hz (the servos' -3 dB band, EVAL.md "Excitation and inputs"),
 # 10 deg each (tilt 0: equal amplitudes, up to ~650 deg/s in all, touching the ~550 deg/s slew limit; tracked
 # better than amplitudes ~1/f, which tied a chirp, on all four units measured)
