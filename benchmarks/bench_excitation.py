@@ -97,11 +97,7 @@ def record(port, out, name, plan):
                    progress=False, say=lambda *a: None)
     rec.start()
     with rec:
-        for program, params in plan:
-            reason = rec.run("program", program, [f"{k}={v}" for k, v in params.items()])
-            if reason is None:
-                break
-        rec.finish(reason or rec.fault, complete=reason is not None)
+        reason, _ = rec.run_plan(plan)
     if reason is None:
         raise SystemExit(f"recording {name}: {rec.fault}")
     return rec.path

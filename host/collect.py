@@ -128,6 +128,15 @@ class Recorder:
         return self.record(until=time.monotonic() + total + GRACE_S, done=f"{kind} done: {name}", stop=stop,
                            total_s=total)
 
+    def run_plan(self, plan, stop=None):
+        """[(program, {param: value})] one after another, then finish: (the last reason, or None on a fault; summary)."""
+        reason = None
+        for program, params in plan:
+            reason = self.run("program", program, [f"{k}={v}" for k, v in params.items()], stop)
+            if reason is None:
+                break
+        return reason, self.finish(reason or self.fault, complete=reason is not None)
+
     def record(self, until=None, done=None, stop=None, total_s=None, tick=None):
         """Watch until monotonic time `until`, the board's LOG line `done` (e.g. "program done: steps"), or `stop`.
 

@@ -200,11 +200,7 @@ class Demo:
             rec = Recorder(port, self.dir / "sessions", name, header, progress=True, say=self.note)
             rec.start()
             with rec:
-                for program, params in plan:
-                    reason = rec.run("program", program, [f"{k}={v}" for k, v in params.items()])
-                    if reason is None:
-                        break
-                summary = rec.finish(reason or rec.fault, complete=reason is not None)
+                reason, summary = rec.run_plan(plan)
             if reason is None:
                 raise DeviceError(f"{rec.fault}; session kept: {rec.kept()}")
             sessions.append(load(rec.path))

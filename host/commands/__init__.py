@@ -31,3 +31,21 @@ def baud(value, option="--baud"):
         raise UserError(f"{option} {value}: give a baud rate from 1 to {MAX_BAUD} "
                         f"(leave {option} out for the robot description's)")
     return value
+
+
+def add_held_out(p, about="held-out trajectories"):
+    """--trajectories and --seconds: which of eval's held-out trajectories, and how long each (eval, demo, learn)."""
+    from host.evaluate import SECONDS, TRAJECTORIES
+
+    p.add_argument("--trajectories", default=",".join(TRAJECTORIES), metavar="NAME,...", help=f"which {about}")
+    p.add_argument("--seconds", type=float, default=SECONDS, help="length of each held-out trajectory")
+
+
+def held_out(args, controllers=None):
+    """The trajectory names of add_held_out's options, checked with the seconds (and controllers) before any port."""
+    from host.evaluate import check_plan
+
+    names = [n for n in args.trajectories.split(",") if n]
+    check_plan(names, args.seconds, *([controllers] if controllers is not None else []))
+    return names
+

@@ -3,9 +3,8 @@
 import json
 import sys
 
-from host.commands import seconds as check_seconds
+from host.commands import add_held_out, held_out, seconds as check_seconds
 from host.errors import UserError
-from host.evaluate import SECONDS, TRAJECTORIES, check_plan
 
 MAX_COLLECT_S = 3600.0
 MAX_SEED = (1 << 30) - 1 - 1000  # the validation steps draw from seed + 1000; a program's seed is 0..2**30-1
@@ -19,9 +18,7 @@ def add_parser(sub):
     p.add_argument("--collect", type=float, metavar="S", help="seconds of excitation to learn from")
     p.add_argument("--epochs", type=int, help="training epochs at most")
     p.late_defaults(_pipeline_defaults)
-    p.add_argument("--seconds", type=float, default=SECONDS, help="length of each held-out trajectory")
-    p.add_argument("--trajectories", default=",".join(TRAJECTORIES), metavar="NAME,...",
-                   help="held-out trajectories to evaluate on")
+    add_held_out(p, "held-out trajectories to evaluate on")
     p.add_argument("--rounds", type=int, default=0, help="self-improvement rounds after the evaluation "
                    "(host learn: on-policy data, retrain, redeploy, keep the better; ~1.5 min each)")
     p.add_argument("--no-flash", action="store_true", help="--port: the robot already runs this firmware")
@@ -46,7 +43,7 @@ def check_arguments(args):
         raise UserError(f"--epochs {args.epochs}: give a whole number >= 1")
     if not 0 <= args.seed <= MAX_SEED:
         raise UserError(f"--seed {args.seed}: give a unit number from 0 to {MAX_SEED}")
-    check_plan([n for n in args.trajectories.split(",") if n], args.seconds)
+    args.names = held_out(args)
     if not 0 <= args.rounds <= 20:
         raise UserError(f"--rounds {args.rounds}: give 0 to 20 self-improvement rounds")
 
@@ -59,7 +56,7 @@ def run(args):
     if args.no_flash and not args.port:
         say("note: --no-flash is for --port; a fresh virtual Gen0 is always flashed")
     demo = Demo(port=args.port, plant=args.plant, seed=args.seed, out=args.out, collect_s=args.collect,
-                epochs=args.epochs, seconds=args.seconds, trajectories=[n for n in args.trajectories.split(",") if n],
+                epochs=args.epochs, seconds=args.seconds, trajectories=args.names,
                 flash=not (args.no_flash and args.port), rounds=args.rounds, say=say)
     facts = demo.run()
     if args.json:

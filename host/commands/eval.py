@@ -3,10 +3,10 @@
 import json
 import sys
 
-from host.commands import add_sessions_dir
+from host.commands import add_held_out, add_sessions_dir, held_out
 from host.commands.ports import add_port, board_port
 from host.errors import UserError
-from host.evaluate import (CONTROLLERS, SECONDS, TRAJECTORIES, calibrate, check_lin, check_plan, evaluate, plot, public, table,
+from host.evaluate import (CONTROLLERS, calibrate, check_lin, evaluate, plot, public, table,
                            trained_sessions)
 from host.sessions import find_session, load
 from host.signals import with_stop_signals
@@ -15,9 +15,7 @@ from host.signals import with_stop_signals
 def add_parser(sub):
     p = sub.add_parser("eval", help="track held-out trajectories with each controller; RMSE, max error, lag")
     add_port(p)
-    p.add_argument("--trajectories", default=",".join(TRAJECTORIES), metavar="NAME,...",
-                   help="which reference trajectories")
-    p.add_argument("--seconds", type=float, default=SECONDS, help="length of each trajectory")
+    add_held_out(p, "reference trajectories")
     p.add_argument("--controllers", default=",".join(CONTROLLERS), metavar="NAME,...",
                    help="which controllers")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
@@ -35,9 +33,8 @@ def add_parser(sub):
 
 def run(args):
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    names = [n for n in args.trajectories.split(",") if n]
     controllers = [c for c in args.controllers.split(",") if c]
-    check_plan(names, args.seconds, controllers)  # names and numbers before any port or session is opened
+    names = held_out(args, controllers)  # names and numbers before any port or session is opened
     if not 1 <= args.repeat <= 100:
         raise UserError(f"--repeat {args.repeat}: give 1 to 100 passes")
     lin, cal = linear(args, controllers)

@@ -5,10 +5,9 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from host.commands import seconds
+from host.commands import add_held_out, held_out, seconds
 from host.commands.ports import add_port, board_port
 from host.errors import UserError
-from host.evaluate import SECONDS, TRAJECTORIES, check_plan
 from host.sessions import find_session
 from host.signals import with_stop_signals
 
@@ -27,9 +26,7 @@ def add_parser(sub):
                    "(without --model)")
     p.add_argument("--collect", type=float, default=20.0, metavar="SECONDS", help="on-policy tracking per round")
     p.add_argument("--epochs", type=int, default=60, help="epochs per training (patience 15)")
-    p.add_argument("--seconds", type=float, default=SECONDS, help="length of each held-out trajectory")
-    p.add_argument("--trajectories", default=",".join(TRAJECTORIES), metavar="NAME,...",
-                   help="the held-out trajectories each round is scored on")
+    add_held_out(p, "held-out trajectories each round is scored on")
     p.add_argument("--seed", type=int, default=0, help="seed of the fresh trajectories and of training")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/learn-DATE-TIME)")
     p.add_argument("--json", action="store_true", help="print every figure as JSON on stdout")
@@ -40,8 +37,7 @@ def run(args):
     from host.learn import learn, table_lines  # numpy, the recorder: loaded when the command runs
 
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    names = [n for n in args.trajectories.split(",") if n]
-    check_plan(names, args.seconds, ["model"])
+    names = held_out(args, ["model"])
     seconds("--collect", args.collect, 4.999, 300)
     if not 1 <= args.rounds <= 20:
         raise UserError(f"--rounds {args.rounds}: give 1 to 20 rounds")
