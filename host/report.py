@@ -76,7 +76,7 @@ def write_report(demo):
     if learn.get("rounds"):
         lines += ["## Self-improvement rounds", "",
                   "Each round the best model so far tracks fresh random trajectories, the model retrains on that data "
-                  "too, is redeployed and scored on the same held-out trajectories (learned controller only); a worse "
+                  "too (two training seeds, the one the training's closed-loop figure ranks best), is redeployed and scored on the same held-out trajectories (learned controller only); a worse "
                   "one is replaced by the best again (`learn/learn.json`).", ""]
         joints = list(learn["rounds"][0]["joints"])
         lines += ["| round | sessions | " + " | ".join(f"{j} RMSE" for j in joints) + " | pooled | kept |",

@@ -4,6 +4,7 @@ controller must beat the naive mapping. The full demo's figures come from benchm
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,7 +145,8 @@ def test_demo_pipeline_at_small_scale_learns_a_controller_that_beats_the_naive_m
     assert onpolicy.complete and onpolicy.stats["drops"] == 0 and len(onpolicy) > 0.9 * 8 * RATE  # 40 % of --collect
     started = [m for _, m in onpolicy.markers if m["event"] == "track started"]
     assert started and all(m["controller"]["name"] == "model" for m in started)  # the learned controller drove it
-    roles = {x["name"]: x["role"] for x in json.loads((out / "learn" / "round1" / "model" / "metrics.json").read_text())["sessions"]}
+    assert len(second["candidates_predicted_deg"]) == 2 and min(second["candidates_predicted_deg"]) < 20
+    roles = {x["name"]: x["role"] for x in json.loads((Path(second["model"]) / "metrics.json").read_text())["sessions"]}
     assert roles == {"excitation": "train", "onpolicy-1": "train", "validation": "val"}  # the same validation
     assert (out / "learn" / "learn.png").stat().st_size > 10000 and "## Self-improvement rounds" in report
     assert "host learn --port /tmp/gen0 --model" in report  # how to reproduce the rounds
