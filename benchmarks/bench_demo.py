@@ -57,9 +57,9 @@ def run(seed, plant, rounds):
            "rmse_deg": {c: {j: v["rmse_deg"] for j, v in s["joints"].items()} for c, s in summary.items()},
            "lag_ms": {c: {j: v["lag_ms"] for j, v in s["joints"].items()} for c, s in summary.items()},
            "ratios": ratios, "targets_met": ok, "report": facts["report"]}
-    for key in ("limb", "fallback"):  # figures eval adds where it can (limb angle, fallback share)
-        if key in summary.get("model", {}):
-            out[key] = {c: s.get(key) for c, s in summary.items()}
+    out["limb_rmse_deg"] = {c: {j: v.get("limb_rmse_deg") for j, v in s["joints"].items()} for c, s in summary.items()}
+    out["fallback"] = {c: s.get("fallback") for c, s in summary.items()}  # the share of ticks out of the learned region
+    out["unclean"] = {c: s.get("unclean") for c, s in summary.items()}  # runs that stalled or overran (eval reran them)
     if "learn" in facts:
         learn = facts["learn"]
         out["rounds"] = {"first_rmse_deg": learn["first_rmse_deg"], "best_rmse_deg": learn["best_rmse_deg"],
