@@ -57,7 +57,7 @@ def connected(port):
 def running(link):
     """The active model id as the board tells it: (hello, status, telemetry byte)."""
     hello = link.connect()
-    status = link.request_json("status")
+    status = link.request_json("status", timeout=1.0, retries=5)  # a board just restarted, on a loaded host
     while not link.telemetry.empty():
         link.telemetry.get_nowait()
     frame = link.next_telemetry(timeout=2)
