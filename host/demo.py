@@ -53,14 +53,16 @@ def excitation(collect_s, seed):
             "validation": [steps(seed + 1000, val)]}
 
 
-def run_dir(out=None):
-    """A new run directory: `out`, or runs/demo-<date>-<time> (never an existing one reused)."""
+def run_dir(out=None, kind="demo"):
+    """A new run directory: `out`, or runs/<kind>-<date>-<time> (never an existing one reused)."""
     if out:
         path = Path(out)
+        if path.exists() and not path.is_dir():
+            raise UserError(f"--out {out} is not a directory (a file, a FIFO or a device): give a new directory")
         if path.exists() and any(path.iterdir()):
             raise UserError(f"--out {out} exists and is not empty: give a new directory")
     else:
-        path = Path("runs") / datetime.now().strftime("demo-%Y%m%d-%H%M%S")
+        path = Path("runs") / datetime.now().strftime(f"{kind}-%Y%m%d-%H%M%S")
         n = 1
         while path.exists():
             n += 1

@@ -3,6 +3,7 @@ with and without a model, and the whole demo at small scale (short collect, few 
 controller must beat the naive mapping. The full demo's figures come from benchmarks/bench_demo.py."""
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -155,6 +156,10 @@ def test_demo_pipeline_at_small_scale_learns_a_controller_that_beats_the_naive_m
 def test_demo_refuses_a_run_directory_in_use(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
     assert "not empty" in one_line_error(host("demo", "--out", str(tmp_path)))
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+    os.mkfifo(tmp_path / "fifo")
+    for target in (tmp_path / "keep.txt", tmp_path / "fifo"):  # a file, a FIFO: refused in one line, left alone
+        assert "is not a directory" in one_line_error(host("demo", "--out", str(target)))
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 

@@ -2,7 +2,6 @@
 
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
 
 from host.commands import add_held_out, held_out, seconds
@@ -34,7 +33,8 @@ def add_parser(sub):
 
 
 def run(args):
-    from host.learn import learn, table_lines  # numpy, the recorder: loaded when the command runs
+    from host.demo import run_dir  # numpy, the recorder: loaded when the command runs
+    from host.learn import learn, table_lines
 
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     names = held_out(args, ["model"])
@@ -46,10 +46,8 @@ def run(args):
     if not 0 <= args.seed <= MAX_SEED:
         raise UserError(f"--seed {args.seed}: give a whole number from 0 to {MAX_SEED}")
     train, val = _sessions(args)
-    out = Path(args.out or Path("runs") / datetime.now().strftime("learn-%Y%m%d-%H%M%S"))
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"--out {out} exists and is not empty: give a new directory")
     port = board_port(args.port)
+    out = run_dir(args.out, "learn")
     result = with_stop_signals(lambda stop: learn(port, train, val, args.rounds, out, model=args.model,
                                                   collect_s=args.collect, epochs=args.epochs, names=names,
                                                   seconds=args.seconds, seed=args.seed, say=say, stop=stop))
