@@ -111,6 +111,24 @@ def test_latency_up_to_one_pwm_period():
     assert joint(b, t + 22 * MS, 1)["target_deg"] > before + 25
 
 
+def test_servos_at_one_frequency_share_the_timer_their_pulses_start_together():
+    """Like the ESP32's LEDC (one timer per frequency): channels started 7 ms apart pulse in step, so duties
+    written 7 ms apart (the VM preempted between two writes) still reach both servos with the same pulse."""
+    b = board(2)
+    send(b, 0, SHOULDER, 0)
+    send(b, 7 * MS, ELBOW, 0)  # a channel on the running timer: its boundaries are the timer's, 0, 20, 40 ms ...
+    t = settle(b, 7 * MS, 0, 0, hold=1.0) + 3 * MS  # 10 ms after a boundary
+    send(b, t, SHOULDER, 30)
+    send(b, t + 7 * MS, ELBOW, 30)  # still before the next boundary
+    first = None
+    for k in range(1, 40):
+        moved = [joint(b, t + k * MS, j)["target_deg"] > 25 for j in (0, 1)]
+        if any(moved):
+            first = moved
+            break
+    assert first == [True, True]
+
+
 def test_deadband_small_reversal_does_not_move_bigger_does():
     b = board(3)
     t = settle(b, 0, 30, 20, via=(0, 0))

@@ -5,8 +5,8 @@ the upper link. Angles are rad inside (deg at the edges), positive counter-clock
 front, 0 = pulse centre (the limb hangs straight down there, up to the glue error).
 
 Per servo, in the order a command travels (figures: REFERENCE.md, values: hardware/plant_gen0.json):
-- The ESP32 latches a new duty at the next PWM period boundary and the servo knows a pulse only
-  when it ends, so a command waits up to one 20 ms frame. Pulses outside the rate/width window are
+- The ESP32 latches a new duty at the next PWM period boundary (channels of one frequency share a
+  timer, so the servos' boundaries coincide) and the servo knows a pulse only when it ends, so a command waits up to one 20 ms frame. Pulses outside the rate/width window are
   ignored; without valid pulses for limp_after_ms the motor is off (limp).
 - The analog P-controller compares the pot with the pulse: motor voltage = gain x error outside a
   dead band, clamped at the supply. Its gain scales with the pulse rate (it drives after each pulse).
@@ -243,16 +243,17 @@ class Servo:
         """Wiper voltage (V) at the gear train's angle."""
         return self.pot_v0 + self.pot_slope * (self.gear + self.nonlinearity(self.gear)[0])
 
-    def set_pwm(self, t_us, freq_hz, duty_ns):
-        """The ESP32 changed this pin's PWM at t_us (the plant already stands at t_us)."""
+    def set_pwm(self, t_us, freq_hz, duty_ns, edge=None):
+        """The ESP32 changed this pin's PWM at t_us (the plant already stands at t_us). edge: the next period
+        boundary of the LEDC timer already running at this frequency, None when there is none."""
         if duty_ns is None or freq_hz <= 0:
             self.period_us = None
             self.next_edge = self.pulse_end = math.inf  # a pulse cut short is no pulse
         else:
             period = 1e6 / freq_hz
-            if period != self.period_us:  # a new frequency restarts the timer: a boundary now
+            if period != self.period_us:  # a new timer starts now; a running one keeps its boundaries
                 self.period_us = period
-                self.next_edge = t_us
+                self.next_edge = t_us if edge is None else edge
                 self.pulse_end = math.inf
             self.duty_us = duty_ns / 1000
         self.next_event = min(self.next_edge, self.pulse_end)
@@ -490,8 +491,14 @@ class Plant:
         return x, y, phi
 
     def set_pwm(self, t_us, joint, freq_hz, duty_ns):
+        """Channels of one frequency share a LEDC timer (ports/esp32/machine_pwm.c reuses the timer already
+        at that frequency), so their pulses start together however far apart their duties were written."""
         self.advance(t_us)
-        self.servos[joint].set_pwm(t_us, freq_hz, duty_ns)
+        servo = self.servos[joint]
+        edge = None
+        if duty_ns is not None and freq_hz > 0:
+            edge = next((s.next_edge for s in self.servos if s is not servo and s.period_us == 1e6 / freq_hz), None)
+        servo.set_pwm(t_us, freq_hz, duty_ns, edge)
 
     def adc_pin_v(self, joint):
         """Wiper voltage as the ESP32 sees it: lifted by motor current in the ground leads.
