@@ -22,6 +22,7 @@ import os
 
 import features
 import mlp
+import preview
 import telemetry
 
 ACTIVE = "model.bin"
@@ -106,6 +107,7 @@ class Binding:
     inside once ilo <= v <= ihi (the trained range itself): hysteresis. Without `in_range` the
     limits are +-NO_GUARD and never trip (guarded False). Output o's fallback pulse is
     (la + lb * target_cdeg) >> lshift: `fallback_lin`'s (a, b), else robot.json's center_us, us_per_deg.
+    Meta `preview` (preview.py): the targets the model reads are shaped over `window` ticks at `slew`.
     """
 
     def __init__(self, spec, sigs, cfg):
@@ -157,6 +159,7 @@ class Binding:
             self.g.append(_fixed(gain, shift))
             self.h.append(_fixed(offset + 0.5, shift))
             self.out_shift.append(shift)
+        self._preview(spec.meta.get("preview"), len(joints))
         lin = spec.meta.get("fallback_lin")
         if lin is not None and not (isinstance(lin, list) and len(lin) == 2 * len(spec.outputs)):
             raise ValueError("fallback_lin: a, b (pulse = a + b * deg) per output (%d numbers)" % (2 * len(spec.outputs)))
@@ -167,6 +170,18 @@ class Binding:
             self.la.append(a)
             self.lb.append(b)
             self.lshift.append(shift)
+
+    def _preview(self, given, n_joints):
+        """Meta `preview` (preview.py): [window ticks, slew per joint]; none: the model reads the raw targets."""
+        self.window, self.slew = 0, [preview.FREE] * n_joints
+        if given is None:
+            return
+        if not (isinstance(given, list) and len(given) == 1 + n_joints and all(isinstance(v, int) and v > 0 for v in given)):
+            raise ValueError("preview: [window ticks, slew per joint in 0.01 deg a tick], %d whole numbers > 0" % (1 + n_joints))
+        if self.horizon + given[0] > features.MAX_FUTURE:
+            raise ValueError("preview: a %d-tick window past targets %d ticks ahead is more than %d"
+                             % (given[0], self.horizon, features.MAX_FUTURE))
+        self.window, self.slew = given[0], given[1:]
 
     def _guard(self, name, trained, scale):
         """Input `name`'s guard limits in raw units from its trained [lo, hi] in its own units (None: never)."""

@@ -10,12 +10,15 @@ quantised in place by models.Binding).
 A model runs inside its guard (MLP.md "The learned region"): while any input is outside the range
 it was trained on (with a margin, and hysteresis), the blob's linear map drives its joints and
 the telemetry flag `fallback` is raised; the switch is a crossfade over FADE_S, not a jump.
+A model with meta `preview` reads targets shaped into moves its servos can make (preview.py), from a
+second ring that trails the raw one by the preview window; telemetry shows the raw targets.
 """
 
 import array
 
 import emit
 import models
+import preview
 import programs
 import protocol as P
 from features import MAX_PAST
@@ -92,6 +95,9 @@ def features(x, plan, hist, ring):
 
 features = (emit.under("@micropython.viper", FEATURES.replace("SIGN", "1"), "features")
             or emit.build(FEATURES.replace("SIGN", "0"), "features", {"ptr8": emit.same, "ptr32": emit.same}))
+
+# The shaped targets a model with meta `preview` reads (preview.py): same compile choice as features.
+shape = (emit.under("@micropython.viper", preview.SOURCE.replace("SIGN", "1"), "shape") or preview.plain())
 
 # name -> ((param, default), ...). *_deg and f_mhz take one value, or one per joint ("10,-20").
 TRAJECTORIES = {
@@ -210,7 +216,7 @@ class Naive:
     """The datasheet mapping: -90..90 deg -> 500..2500 us, linearly."""
 
     name = "naive"
-    horizon = 0
+    horizon = window = 0
 
     def info(self):
         return {"name": self.name}
@@ -226,7 +232,7 @@ class Linear:
     """pulse_j = a_j + b_j * deg_j (`lin=a0,b0,a1,b1,...`; default: robot.json center_us, us_per_deg)."""
 
     name = "linear"
-    horizon = 0
+    horizon = window = 0
 
     def __init__(self, joints, text):
         if text is None:
@@ -272,7 +278,11 @@ class Mlp:
                           % (store.hex_id, store.model.task, ", ".join(store.model.outputs)))
         self.model, self.binding, self.model_id = store.model, store.binding, store.hex_id
         b = self.binding
-        self.horizon = b.horizon
+        self.window = b.window  # > 0: the model reads shaped targets (preview.py), this many ticks behind the raw
+        self.horizon = b.horizon + b.window
+        nj = len(robot.target)
+        self.ref = array.array("i", [0] * (RING * nj)) if b.window else None
+        self.shape_plan = array.array("i", [0, b.window, nj] + list(b.slew))
         self.kinds = [k for k, _ in b.signals]
         self.index = [i for _, i in b.signals]
         self.hist = array.array("i", [0] * (HISTORY * len(b.signals)))
@@ -294,13 +304,26 @@ class Mlp:
             info["guard"] = {"fade_ticks": self.fade}
         return info
 
-    def start(self, robot):
-        """Before the first tick: the history is the present state, as far back as it reaches."""
+    def start(self, robot, track):
+        """Before the first tick: the history is the present state, as far back as it reaches; the shaped
+        targets start where the joints stand and reach as far ahead as the raw ones allow."""
         self.falling = self.w = 0
+        if self.window:
+            ring, ref = track.ring, self.ref
+            for j in range(len(robot.target)):
+                for u in range(-MAX_PAST, 0):
+                    ref[j * RING + (u & (RING - 1))] = ring[j * RING + (u & (RING - 1))]
+            for u in range(track.horizon - self.window + 1):
+                self.shaped(track.ring, u)
         for s in range(len(self.kinds)):
             v = self.read(robot, s)
             for i in range(HISTORY):
                 self.hist[s * HISTORY + i] = v
+
+    def shaped(self, ring, u):
+        """The shaped targets of tick u, from the raw ones up to u + window."""
+        self.shape_plan[0] = u
+        shape(ring, self.ref, self.shape_plan)
 
     def read(self, robot, s):
         kind, i = self.kinds[s], self.index[s]
@@ -326,7 +349,7 @@ class Mlp:
         plan = self.plan
         plan[0] = t
         plan[2] = self.falling
-        features(self.x, plan, hist, track.ring)
+        features(self.x, plan, hist, self.ref if self.window else track.ring)
         y = self.y
         self.model.infer_q(self.x, y)
         target = robot.target
@@ -401,7 +424,7 @@ class Track:
         for u in range(self.horizon + 1):
             self.produce(u)
         if kind == "model":
-            controller.start(robot)
+            controller.start(robot, self)
         return {"mode": "track", "trajectory": params, "controller": controller.info(), "rate_hz": robot.rate_hz,
                 "ticks": n}
 
@@ -426,8 +449,11 @@ class Track:
         cur = robot.target_cdeg
         for j in range(len(cur)):
             cur[j] = ring[j * RING + (t & (RING - 1))]
-        self.controller.step(robot, self)
+        c = self.controller
+        c.step(robot, self)
         self.produce(t + self.horizon + 1)
+        if c.window:
+            c.shaped(ring, t + self.horizon + 1 - c.window)
         self.k = t + 1
 
     def load(self, data):

@@ -107,7 +107,10 @@ def test_a_blob_without_ranges_never_falls_back(tmp_path):
 
 @pytest.mark.parametrize("meta, says", [({"in_range": [[0, 1]]}, "one [lo, hi] per input"),
                                         ({"in_range": [[1, 0], [0, 1]]}, "is not [lo, hi]"),
-                                        ({"in_range": TRAINED, "fallback_lin": [1, 2]}, "fallback_lin")])
+                                        ({"in_range": TRAINED, "fallback_lin": [1, 2]}, "fallback_lin"),
+                                        ({"preview": [20, 500]}, "preview: [window ticks"),
+                                        ({"preview": [20, 500, 0]}, "preview: [window ticks"),
+                                        ({"preview": [64, 500, 500]}, "is more than 64")])
 def test_a_bad_guard_is_refused_with_what_is_wrong(tmp_path, meta, says):
     layers = [{"w": np.eye(2), "b": np.zeros(2), "act": "linear"}]
     blob = Q.export(layers, np.zeros((4, 2)) + [[1, -1]], [0, 0], [20, 20], [1500, 1500], [220, 220], INPUTS,
@@ -136,6 +139,9 @@ def test_a_model_trained_on_a_narrow_range_falls_back_when_sent_beyond_it_or_pus
     shoulder = ref.inputs.index(next(i for i in ref.inputs if i.startswith("shoulder_target_deg")))
     print("trained", trained[shoulder], "lin", lin)
     assert trained[shoulder][1] < 30 and len(lin) == 4 and 8 < lin[1] < 14  # a narrow range, a sane calibration
+    window, *slews = ref.spec.meta["preview"]  # shaped targets (preview.py): 0.2 s, the servos' speed in the session
+    print("preview", window, slews)
+    assert window == round(0.2 * ref.spec.meta["rate_hz"]) and len(slews) == 2 and all(100 < s < 800 for s in slews)
     with Link(gen0.port) as link:
         hello = link.connect()
         rate = hello.rate_hz

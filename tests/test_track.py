@@ -13,7 +13,7 @@ from host.deploy import deploy, send_trajectory, transfer
 from host.export import quantize as Q
 from host.export.reference import Reference
 from host.link.client import CommandError, Link
-from polyniod_firmware import programs
+from polyniod_firmware import preview, programs
 from polyniod_firmware import protocol as P
 from tests.test_firmware_units import ROBOT, command_lines, frames_of, run_on_vm, acks_of
 from host.link.schema import TelemetrySchema
@@ -219,6 +219,47 @@ def test_model_inputs_are_the_signals_and_offsets_their_names_say(tmp_path):
     want = np.clip(np.floor(pulses + 0.5), 600, 2300)
     got = np.column_stack([col["shoulder_cmd_us"][start:start + n], col["elbow_cmd_us"][start:start + n]])
     assert np.array_equal(col["shoulder_target_deg"][start:start + n], targets[:, 0])
+    edge = on_a_rounding_edge(ref, values, pulses)
+    assert (got == want).all(axis=1)[~edge].all() and edge.mean() < 0.15
+
+
+def test_a_preview_model_reads_the_shaped_targets_the_host_computes(tmp_path):
+    """On the VM (viper kernel): a model with meta `preview` reads targets shaped by preview.py; every tick's
+    pulses equal the reference's fed by the host's plain run of the same kernel (jumps up and down, negative
+    angles), and telemetry still shows the raw targets."""
+    rng = np.random.default_rng(5)
+    inputs = ["shoulder_target_deg@5", "elbow_target_deg@5", "shoulder_deg"]
+    layers = [{"w": rng.uniform(-1, 1, (2, 3)), "b": rng.uniform(-0.2, 0.2, 2), "act": "linear"}]
+    window, slews = 20, [550, 480]
+    blob = Q.export(layers, rng.normal(size=(500, 3)), [0, 0, 0], [40, 40, 40], [1450, 1450], [150, 150], inputs,
+                    ["shoulder_cmd_us", "elbow_cmd_us"], "preview", meta={"preview": [window] + slews})
+    (tmp_path / "model.bin").write_bytes(blob)
+    levels = rng.uniform(-85, 85, (8, 2))
+    targets = np.rint(np.repeat(levels, 40, axis=0) * 100).astype("<i2")  # jumps of up to 170 deg, 40 ticks apart
+    data = targets.tobytes()
+    line = command_lines((1, "track", "traj"))
+    body = ("import loop, config\nr = loop.Gen0(config.load())\nr.send_hello()\n"
+            "r.mode_named('track').load(%r)\nr.run(3)\n"
+            "r.commands.feed(%r, %d)\nr.run(%d)\n") % (data, line, len(line), len(targets) + 30)
+    robot = dict(ROBOT, loop=dict(ROBOT["loop"], rate_hz=1000), link={"baud": 0})
+    frames = frames_of(run_on_vm(tmp_path, body, robot=robot))
+    assert acks_of(frames)[1][0] == P.E_OK
+    schema = TelemetrySchema.from_hello(json.loads(next(f[3] for f in frames if f[0] == P.T_HELLO)))
+    rows = [schema.unpack(f[3]) for f in frames if f[0] == P.T_TELEMETRY]
+    col = {n: np.array([r[schema.names.index(n)] for r in rows]) for n in schema.names}
+    start = int(np.flatnonzero(col["mode"] == 3)[0])
+    n = len(targets)
+    assert np.array_equal(col["shoulder_target_deg"][start:start + n], targets[:, 0])  # telemetry: the raw targets
+    before = [int(col["shoulder_deg"][start - 1]), int(col["elbow_deg"][start - 1])]
+    shaped = np.array(preview.shaped([[int(v) for v in targets[:, j]] for j in range(2)], window, slews, before)).T
+    steps = np.abs(np.diff(shaped, axis=0))
+    assert (steps <= slews).all() and steps.max(axis=0).tolist() == slews  # reachable, and it does ramp
+    ahead = np.vstack([shaped[5:], np.repeat(shaped[-1:], 5, axis=0)])
+    values = np.column_stack([ahead, col["shoulder_deg"][start:start + n]]).astype(np.float64) * 0.01
+    ref = Reference(blob)
+    pulses = ref.infer(values)
+    want = np.clip(np.floor(pulses + 0.5), 600, 2300)
+    got = np.column_stack([col["shoulder_cmd_us"][start:start + n], col["elbow_cmd_us"][start:start + n]])
     edge = on_a_rounding_edge(ref, values, pulses)
     assert (got == want).all(axis=1)[~edge].all() and edge.mean() < 0.15
 

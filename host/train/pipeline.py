@@ -21,12 +21,12 @@ from host.errors import UserError
 from host.export.quantize import export, int8_error
 from host.export.reference import Reference
 from host.sessions import Session, find_session, load
-from host.sessions.stats import check_warnings
+from host.sessions.stats import check_warnings, robot_of
 from host.train import checkpoint as ckpt, rollout
 from host.train.dataset import from_sessions, normalisation, of_unit, output_label, synthetic, task_for
 from host.train.fit import Config, History, auto_batch, device_for, fit, predict, rmse
 from host.train.model import MLP
-from polyniod_firmware import mlp
+from polyniod_firmware import features, mlp, preview
 
 
 def train(task, sessions=(), out=None, progress=True, ahead=None, device=None, unit=None, val=None, **settings):
@@ -102,10 +102,11 @@ def _train_and_save(model, data, norm, config, history, optimizer_state, out, pr
     model.cpu()
     layers = model.layers()
     out = Path(out)
+    drive = {**guard_meta(data, loaded), **preview_meta(data, loaded)}
     blob = export(layers, (data.x_train - in_mean) / in_std, in_mean, in_std, out_mean, out_std,
                   data.inputs, data.outputs, config.task,
                   meta={"name": out.name, **({"rate_hz": data.rate_hz} if data.rate_hz else {}), **config.options,
-                        **guard_meta(data, loaded)})
+                        **drive})
     checkpoint = {
         "format": ckpt.FORMAT, "task": config.task, "config": config.to_dict(), "qat": model.qat,
         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "optimizer": _on_cpu(optimizer_state),
@@ -118,7 +119,7 @@ def _train_and_save(model, data, norm, config, history, optimizer_state, out, pr
     metrics = _metrics(model, layers, blob, data, norm, config, history, out.name)
     if config.task == "inverse" and loaded:  # a figure that predicts closed-loop tracking (rollout.py, TRAIN.md)
         metrics["closed_loop"] = rollout.figure(loaded, rollout.Net(model, norm, data.inputs, data.outputs), config.seed,
-                                                sum(1 for i in data.sessions if i["role"] == "val"))
+                                                sum(1 for i in data.sessions if i["role"] == "val"), drive.get("preview"))
     metrics["sizes"] = {"parameters": sum(p.numel() for p in model.parameters()), "blob_bytes": len(blob),
                         "checkpoint_bytes": len(checkpoint_bytes)}
     metrics["timings"] = {"load_s": round(loaded_s, 3), "train_s": round(train_s, 3),
@@ -159,6 +160,28 @@ def guard_meta(data, loaded):
               f"{mlp.MAX_META} bytes of meta", file=sys.stderr)
         return {}
     return meta
+
+
+def preview_meta(data, loaded):
+    """Meta `preview` (polyniod_firmware/preview.py) of a model that drives joints from targets: the window at the
+    sessions' rate, and each joint's slew, SLEW_SHARE of its speed in the sessions (the 99th percentile over
+    3 ticks, so that one noisy reading does not count) in 0.01 deg a tick; {} for other models."""
+    if not data.outputs or not all(o.endswith("_cmd_us") for o in data.outputs) or not loaded or not data.rate_hz:
+        return {}
+    ahead = [features.parse(f)[1] for f in data.inputs if features.parse(f)[0].endswith(features.TARGET)]
+    window = min(preview.window_ticks(data.rate_hz), features.MAX_FUTURE - max(ahead or [0]))
+    if not ahead or window < 1:
+        return {}
+    joints, _ = robot_of(loaded)
+    slews = []
+    for j in joints:
+        speeds = [np.abs(x[3:] - x[:-3]) / 3 for x in (np.asarray(s.columns[f"{j}_deg"], float) for s in loaded) if len(x) > 3]
+        v = np.concatenate(speeds) if speeds else np.zeros(0)
+        v = v[np.isfinite(v)]
+        if not len(v):
+            return {}
+        slews.append(max(1, int(preview.SLEW_SHARE * float(np.percentile(v, 99)) * 100)))
+    return {"preview": [window] + slews}
 
 
 def _round_to(v, direction):

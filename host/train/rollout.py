@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from polyniod_firmware import features
+from polyniod_firmware import features, preview as shaping
 
 from host.errors import UserError
 from host.sessions.stats import robot_of
@@ -57,10 +57,11 @@ class Net:
         return self._predict(self.model, (np.asarray(x, np.float64) - in_mean) / in_std) * out_std + out_mean
 
 
-def figure(sessions, inverse, seed=0, n_val=None):
+def figure(sessions, inverse, seed=0, n_val=None, preview=None):
     """metrics.json's "closed_loop" of an inverse Net trained on `sessions` (the last n_val validating): a
     forward_task net trained on the same sessions and split, then closed_loop(); {"note": why} when the inverse
-    reads inputs the rollout cannot make or the sessions give the servo model no rows."""
+    reads inputs the rollout cannot make or the sessions give the servo model no rows. preview: the blob's meta
+    `preview`, when the model reads shaped targets on the board."""
     started = time.perf_counter()
     joints, rate = robot_of(sessions)
     known = {f"{j}_{s}" for j in joints for s in ("deg", "cmd_us", "target_deg")}
@@ -82,21 +83,22 @@ def figure(sessions, inverse, seed=0, n_val=None):
     model.cpu()
     forward = Net(model, norm, task.inputs, task.outputs)
     servo_err = np.sqrt(np.mean((forward(data.x_val) - data.y_val) ** 2, axis=0))
-    out = closed_loop(inverse, forward, joints, rate)
+    out = closed_loop(inverse, forward, joints, rate, preview=preview)
     out.update(forward={"task": task.name, "inputs": task.inputs, "val_rmse_deg": dict(zip(joints, np.round(servo_err, 3).tolist())),
                         "rows": len(data.x_train)}, seconds=round(time.perf_counter() - started, 2))
     return out
 
 
-def closed_loop(inverse, forward, joints, rate_hz, names=None, seconds=None):
+def closed_loop(inverse, forward, joints, rate_hz, names=None, seconds=None, preview=None):
     """{"rmse_deg": {joint: pooled over the trajectories}, "trajectories": {name: {joint: rmse}}} of the inverse
-    net driving the forward net along eval's trajectories (Net-like callables with .inputs/.outputs names)."""
+    net driving the forward net along eval's trajectories (Net-like callables with .inputs/.outputs names).
+    preview: [window, slew per joint] (meta `preview`): the inverse reads the targets shaped as on the board."""
     from host import evaluate as ev
 
     plan = ev.trajectories(len(joints), rate_hz, names or ev.TRAJECTORIES, seconds or ev.SECONDS)
     per, sq, n = {}, dict.fromkeys(joints, 0.0), 0
     for traj in plan:
-        angle = _run(inverse, forward, joints, traj.targets)
+        angle = _run(inverse, forward, joints, traj.targets, _shaped(traj.targets, preview))
         body = slice(traj.lead_in, len(traj.targets))
         err = angle[body] - traj.targets[body]
         per[traj.name] = {j: round(float(np.sqrt(np.mean(err[:, i] ** 2))), 3) for i, j in enumerate(joints)}
@@ -106,14 +108,24 @@ def closed_loop(inverse, forward, joints, rate_hz, names=None, seconds=None):
     return {"rmse_deg": {j: round(float(np.sqrt(sq[j] / n)), 3) for j in joints}, "trajectories": per}
 
 
-def _run(inverse, forward, joints, targets):
-    """The simulated angles [ticks, joints] of one closed-loop run from rest at the first target."""
+def _shaped(targets, preview):
+    """The targets [ticks, joints] deg as the board's model reads them: through preview.py's kernel, or as they are."""
+    if not preview:
+        return targets
+    cdeg = [[round(float(v) * 100) for v in targets[:, i]] for i in range(targets.shape[1])]
+    return np.column_stack(shaping.shaped(cdeg, preview[0], preview[1:])) / 100
+
+
+def _run(inverse, forward, joints, targets, read=None):
+    """The simulated angles [ticks, joints] of one closed-loop run from rest at the first target; the inverse
+    reads the targets `read` (shaped, _shaped()) where given."""
     ticks = len(targets)
+    read = targets if read is None else read
     cols = {}
     for i, j in enumerate(joints):
         cols[f"{j}_deg"] = np.full(ticks + 1, targets[0, i])
         cols[f"{j}_cmd_us"] = np.full(ticks + 1, np.nan)
-        cols[f"{j}_target_deg"] = np.concatenate([targets[:, i], np.repeat(targets[-1:, i], features.MAX_FUTURE + 1)])
+        cols[f"{j}_target_deg"] = np.concatenate([read[:, i], np.repeat(read[-1:, i], features.MAX_FUTURE + 1)])
     rest = {f"{j}_cmd_us": float(inverse.norm[2][k]) for k, j in enumerate(joints) if f"{j}_cmd_us" in inverse.outputs} \
         if hasattr(inverse, "norm") else {}
     inv = [_feature(f) for f in inverse.inputs]
