@@ -223,7 +223,8 @@ class Demo:
                           val_rmse=m["val_rmse"], int8_val_rmse=m["int8"]["val_rmse"],
                           linear_rmse=m["baseline_rmse"]["linear"], blob_bytes=m["sizes"]["blob_bytes"],
                           inputs=m["inputs"], outputs=m["outputs"], hidden=m["config"]["hidden"],
-                          train_s=m["timings"]["train_s"], closed_loop=(m.get("closed_loop") or {}).get("rmse_deg"))
+                          train_s=m["timings"]["train_s"], closed_loop=(m.get("closed_loop") or {}).get("rmse_deg"),
+                          preview=m.get("preview"))
         self.note(f"{m['rows']['train']} training rows, {m['epochs_run']} epochs in {m['timings']['train_s']:.1f} s; "
                   f"{pulse_errors(facts)} (the closed-loop tracking error comes with the evaluation)")
         warning = dropped_warning(m["rows"])

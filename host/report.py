@@ -139,7 +139,10 @@ def pulse_errors(train):
     loop = train.get("closed_loop") or {}  # metrics.json "closed_loop" rmse_deg (TRAIN.md "Closed-loop figure")
     loop = ("; tracking through a learned servo along the eval trajectories (predicts eval): "
             + ", ".join(f"{j} {v:.2f}°" for j, v in loop.items())) if loop else ""
-    return f"open-loop pulse error on held-out rows: MLP (int8) {errors}, linear fit {linear} µs{loop}"
+    shaped = train.get("preview")  # metrics.json "preview": the targets the board's model reads (firmware/preview.py)
+    shaped = (f"; the model reads the targets {shaped['window_s']:g} s ahead, jumps shaped into ramps at each joint's "
+              "measured speed (" + ", ".join(f"{j} {v} °/s" for j, v in shaped["slew_deg_s"].items()) + ")") if shaped else ""
+    return f"open-loop pulse error on held-out rows: MLP (int8) {errors}, linear fit {linear} µs{loop}{shaped}"
 
 
 def dropped_warning(rows):

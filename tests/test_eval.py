@@ -133,6 +133,7 @@ def test_demo_pipeline_at_small_scale_learns_a_controller_that_beats_the_naive_m
         assert model["lag_ms"] < naive["lag_ms"]  # it looks ahead: no servo latency in its tracking
     report = (out / "report.md").read_text()
     assert "| learned MLP (int8, on the robot) |" in report and "![target vs measured per controller](eval.png)" in report
+    assert "jumps shaped into ramps at each joint's measured speed (shoulder " in report  # the blob's preview
     assert "host demo --seed 3 --collect 20 --epochs 30 --seconds 3" in report and "--rounds 1" in report  # how to reproduce it
     assert facts["train"]["rows"]["train"] > 14 * RATE  # 17.8 s of excitation
     # the self-improvement round: on-policy data from the learned controller, a retrained model, the better kept

@@ -117,6 +117,10 @@ def _train_and_save(model, data, norm, config, history, optimizer_state, out, pr
     }
     checkpoint_bytes = ckpt.to_bytes(checkpoint)
     metrics = _metrics(model, layers, blob, data, norm, config, history, out.name)
+    if drive.get("preview"):  # what the board's model reads (preview.py): the window and each joint's speed
+        window, *slews = drive["preview"]
+        metrics["preview"] = {"window_s": round(window / data.rate_hz, 3),
+                              "slew_deg_s": dict(zip(robot_of(loaded)[0], (round(v * data.rate_hz / 100) for v in slews)))}
     if config.task == "inverse" and loaded:  # a figure that predicts closed-loop tracking (rollout.py, TRAIN.md)
         metrics["closed_loop"] = rollout.figure(loaded, rollout.Net(model, norm, data.inputs, data.outputs), config.seed,
                                                 sum(1 for i in data.sessions if i["role"] == "val"), drive.get("preview"))
