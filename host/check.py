@@ -117,6 +117,18 @@ class Driver:
             raise Restarted()
         return self.rows[first:], self.tripped
 
+    def alive(self, timeout=5.0):
+        """Return once a frame shows the board ran on without restarting since the last frame (its clock goes on);
+        Restarted when it restarted instead. A brownout's restart can come to light late: the hello comes only
+        once the board has booted again, and on a loaded host that can outlast the move that caused it."""
+        last = self.rows[-1]["t_us"] if self.rows else None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows, _ = self.move(lambda t: self.pulses, 0.1)  # raises Restarted once the link has seen the hello
+            if last is None or any(0 < (r["t_us"] - last) % P.TICKS_PERIOD < P.TICKS_PERIOD // 2 for r in rows):
+                return
+        raise Restarted()
+
     def resume(self):
         """After a restart: wait for the board's hello, then back into direct mode at the last pulses."""
         deadline = time.monotonic() + 15
@@ -411,6 +423,7 @@ def check_supply(driver, hello, rest, following):
                     sag[other] = round(max(sag.get(other, 0.0), shift), 2)
         for s in (1, -1, 1, -1, 0):
             driver.hold([r + s * us.get(n, 0) for r, n in zip(rest, names)], 0.35)
+        driver.alive()
     except Restarted:
         driver.resume()
         return step_result("supply", FAIL, "the board restarted while the servos moved (a brownout): power the servos "
