@@ -13,7 +13,7 @@ raw targets. Meta `preview` of a blob: [window ticks, slew per joint in 0.01 deg
 One source: compiled under viper on the board (track.py), run plain by the host (rollout.py, tests).
 """
 
-RING = 128  # slots per joint, as track.RING: the shaped ring has the target ring's layout
+RING = 128  # slots per joint of track mode's target rings, raw and shaped: a power of two > MAX_PAST + MAX_FUTURE
 WINDOW_S = 0.2  # how far ahead a jump is seen: the ramp of a 180 deg jump at ~500 deg/s is ~0.36 s, half of it
 SLEW_SHARE = 0.9  # of the servo's measured speed: the model keeps some headroom to catch up
 FREE = 1 << 20  # the slew of a joint the blob does not shape: every target is reachable

@@ -25,7 +25,7 @@ from features import MAX_PAST
 from protocol import Refused
 from telemetry import F_FALLBACK
 
-RING = 128  # target ring slots per joint: a power of two > MAX_PAST + MAX_FUTURE
+RING = preview.RING  # target ring slots per joint (the shaped ring has the same layout)
 HISTORY = 32  # history ring slots per signal: a power of two > MAX_PAST
 PLAN = 12  # int32 per model input in Mlp.plan: source, offset, lo, hi, r0, a, b, shift, olo, ohi, ilo, ihi
 HEAD = 3  # Mlp.plan starts t, n, guard (in: 1 while falling back; out: the inputs outside the guard)
