@@ -41,3 +41,21 @@ def junk_device():
         t.join()
         os.close(master)
         os.close(slave)
+
+
+def expect(ser, pattern, timeout=5):
+    """Read until `pattern` (bytes) has arrived; return everything through it (what came after it in
+    the same read is kept for the next expect)."""
+    data = expect_maybe(ser, pattern, timeout)
+    assert pattern in data, f"no {pattern!r} in {data[-800:]!r}"
+    return data
+
+
+def expect_maybe(ser, pattern, timeout):
+    """What arrives until `pattern` (through it) or `timeout` s."""
+    data, end = getattr(ser, "rest", b""), time.monotonic() + timeout
+    while pattern not in data and time.monotonic() < end:
+        data += ser.read(ser.in_waiting or 1)
+    cut = data.index(pattern) + len(pattern) if pattern in data else len(data)
+    ser.rest = data[cut:]
+    return data[:cut]

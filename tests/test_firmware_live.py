@@ -20,6 +20,7 @@ from host.link.schema import TelemetrySchema
 from polyniod_firmware import programs
 from polyniod_firmware import protocol as P
 from host.firmware_files import load_robot
+from tests.helpers import expect
 
 pytestmark = pytest.mark.slow  # every test boots the firmware on a virtual Gen0 and streams (2.5-6 s each)
 
@@ -275,6 +276,23 @@ def test_mpremote_interrupts_the_streaming_firmware(gen0):
     listed = out.stdout.strip().splitlines()[-1]
     for name in ("boot.py", "main.py", "loop.py", "protocol.py", "robot.json"):
         assert repr(name) in listed
+
+
+@pytest.mark.parametrize("left_at", ["open bracket", "raw REPL"])
+def test_connect_starts_the_firmware_from_a_repl_left_mid_statement(gen0, left_at):
+    """The firmware stopped by a Ctrl-C mid-transfer leaves the records in flight typed at the prompt, which
+    can open a bracket: there Ctrl-D only ends the statement. connect() still soft-resets into main.py,
+    and never takes the hello of the boot before for a new one."""
+    with serial.Serial(gen0.port, timeout=0.1) as ser:
+        ser.write(b"\x03")
+        expect(ser, b">>> ", timeout=10)
+        ser.write(b'x = {"a": (1,\r' if left_at == "open bracket" else b"\r\x01")
+        expect(ser, b"... " if left_at == "open bracket" else b"raw REPL; CTRL-B to exit\r\n>", timeout=5)
+    resets = gen0.counters()["soft_resets"]
+    with Link(gen0.port) as link:
+        hello = link.connect()
+        assert link.request_json("status", timeout=1.0, retries=5)["mode"] == "idle"
+    assert hello is not None and gen0.counters()["soft_resets"] == resets + 1
 
 
 def test_bad_lines_are_nacked_and_counted(gen0, wire):

@@ -346,24 +346,28 @@ class Link:
         return self._wait_hello(timeout)
 
     def _wait_hello(self, timeout):
-        self._hello_event.wait(timeout)
+        """The hello that came since the event was cleared, or None: never an earlier boot's."""
+        came = self._hello_event.wait(timeout)
         if self.error:
             raise DeviceError(self.error)
-        return self.hello
+        return self.hello if came else None
 
     def _looks_like_micropython(self):
         text = bytes(self._text)
         if any(m in text for m in (b">>>", b"raw REPL", b"MicroPython", b"Traceback", b"Error")):
             return True
-        # Silent: maybe a raw REPL swallowing our lines. Ctrl-B leaves it and prints the banner.
-        self.send_raw(b"\r\x02")
+        # Silent, or only echoing: a raw REPL swallowing our lines, or a prompt inside an open bracket (junk
+        # typed at it). Ctrl-C cancels the statement, Ctrl-B leaves a raw REPL and prints the banner.
+        self.send_raw(b"\r\x03\x02")
         time.sleep(0.3)
         return any(m in bytes(self._text) for m in (b">>>", b"MicroPython"))
 
     def _soft_reset(self):
-        """Ctrl-D at the friendly REPL: boot.py then main.py run, as after power-on."""
+        """Ctrl-D at the friendly REPL: boot.py then main.py run, as after power-on. Ctrl-C first: junk typed
+        at the prompt (records in flight when the firmware stopped) can leave it inside an open bracket, where
+        Ctrl-D only ends the statement; Ctrl-B leaves a raw REPL."""
         self._hello_event.clear()
-        self.send_raw(b"\r\x02\x04")
+        self.send_raw(b"\r\x03\x02\x04")
 
     def _diagnose(self):
         port = self.port_name
