@@ -42,7 +42,7 @@ STEP_HOLD = 1 / 12  # of --seconds, each level (0.5 s at 6 s: the servo settles,
 SINES = ((0.5, 40.0), (1.0, 25.0), (2.0, 12.0))  # (Hz, amplitude deg): similar peak speeds, ~150 deg/s
 RANDOM_AMP, RANDOM_KNOT_S = 35.0, 0.5  # smooth random: cosine-eased moves between random knots
 EVAL_SEED = 9_000_001  # the random trajectory's own seed: no program draws from it
-MAX_OVERRUNS = 5  # ticks that ended late in one run: more, and the run is unclean (run_quality), run again once
+MAX_OVERRUNS = 5  # scored ticks that ended late in one run: more, and it is unclean (run_quality), run again once
 STALL_TICKS = 2  # a step between two frames longer than this many ticks is a stall: unclean
 
 
@@ -267,22 +267,26 @@ def score(session, lead_in, port=None):
     limb_source = "sim" if "limb_rmse_deg" in joints[hello.joints[0]] else None
     forearm = limb_angles.imu_forearm(session, rows, hello)  # the IMU's link from gravity, at still ticks (a real robot too)
     return {"ticks": len(rows), "rate_hz": rate, "drops": int(session.stats["drops"]), "joints": joints,
-            **run_quality(session, track, hello), "limb_source": limb_source, "forearm_imu": forearm,
+            **run_quality(session, track, hello, lead_in), "limb_source": limb_source, "forearm_imu": forearm,
             "limb": limb if limb_source else None,
             "fallback": None if flagged is None else _r(flagged.mean(), 4),  # of the ticks: the model out of its region
             "t": (np.asarray(c["t"])[rows] - c["t"][rows[0]]), "targets": {j: np.asarray(c[f"{j}_target_deg"])[rows] for j in joints},
             "measured": {j: np.asarray(c[f"{j}_deg"])[rows] for j in joints}}
 
 
-def run_quality(session, track, hello):
-    """Whether a run's ticks ran as the board's schedule says: {"overruns" (ticks that ended late, from the
-    telemetry's counter), "longest_gap_ms" (the longest step between two frames), "lost" (frames), "clean"}.
+def run_quality(session, track, hello, lead_in=0):
+    """Whether a run's scored ticks ran as the board's schedule says: {"overruns" (ticks that ended late, from
+    the telemetry's counter), "longest_gap_ms" (the longest step between two frames), "lost" (frames), "clean"}.
     Targets advance a tick at a time, so a stalled run follows a slower trajectory and would score better
-    than it should: more than MAX_OVERRUNS overruns, a gap over STALL_TICKS ticks or a lost frame is unclean."""
+    than it should: more than MAX_OVERRUNS overruns, a gap over STALL_TICKS ticks or a lost frame is unclean.
+
+    Overruns and gaps count from the last lead-in tick on: the `track` command's own tick is slow (the board
+    sets the run up in it) and the ticks after it catch up late, while the first target is only held."""
     c = session.columns
-    ov = np.asarray(c["overruns"], dtype=np.int64)[track] if "overruns" in c else np.zeros(len(track), np.int64)
+    body = track[max(lead_in - 1, 0):]
+    ov = np.asarray(c["overruns"], dtype=np.int64)[body] if "overruns" in c else np.zeros(len(body), np.int64)
     overruns = int(np.sum(np.diff(ov) & 0xFFFF))
-    gap = float(np.diff(np.asarray(c["t"])[track]).max()) if len(track) > 1 else 0.0
+    gap = float(np.diff(np.asarray(c["t"])[body]).max()) if len(body) > 1 else 0.0
     lost = int(session.lost[track[1:]].sum()) if len(session.lost) == len(session) else int(session.stats["drops"])
     clean = overruns <= MAX_OVERRUNS and gap <= STALL_TICKS / hello.rate_hz and lost == 0
     return {"overruns": overruns, "longest_gap_ms": _r(gap * 1000, 1), "lost": lost, "clean": bool(clean)}

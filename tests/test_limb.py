@@ -78,7 +78,8 @@ def test_a_run_that_stalls_is_flagged_run_again_and_scored_as_unclean(gen0, tmp_
     s = load(run["session"])  # the figures are the session's
     c = s.columns
     track = np.flatnonzero(c["mode"] == s.segments[-1]["hello"].mode("track"))
-    assert run_quality(s, track, s.segments[-1]["hello"])["longest_gap_ms"] == run["longest_gap_ms"]
+    assert run_quality(s, track, s.segments[-1]["hello"], result["trajectories"]["sines"]["lead_in"]) == {
+        k: run[k] for k in ("overruns", "longest_gap_ms", "lost", "clean")}
 
 
 def test_clean_means_few_overruns_no_gap_and_nothing_lost():
