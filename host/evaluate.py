@@ -42,8 +42,8 @@ STEP_HOLD = 1 / 12  # of --seconds, each level (0.5 s at 6 s: the servo settles,
 SINES = ((0.5, 40.0), (1.0, 25.0), (2.0, 12.0))  # (Hz, amplitude deg): similar peak speeds, ~150 deg/s
 RANDOM_AMP, RANDOM_KNOT_S = 35.0, 0.5  # smooth random: cosine-eased moves between random knots
 EVAL_SEED = 9_000_001  # the random trajectory's own seed: no program draws from it
-MAX_OVERRUNS = 5  # scored ticks that ended late in one run: more, and it is unclean (run_quality), run again once
-STALL_TICKS = 2  # a step between two frames longer than this many ticks is a stall: unclean
+STALL_S = 0.05  # ticks this far behind their schedule: the run followed a slower trajectory, unclean (run_quality).
+# The firmware's loop.RESYNC_US: up to it a late tick is caught up (the next ticks start at once), beyond it ticks are dropped.
 
 
 @dataclass
@@ -189,14 +189,13 @@ def evaluate(port, lin, names=TRAJECTORIES, seconds=SECONDS, controllers=CONTROL
             for rep in range(repeat):
                 name = f"eval-{traj.name}-{c}" + (f"-{rep + 1}" if repeat > 1 else "")
                 first = None
-                for attempt in (1, 2) if rerun else (1,):  # an unclean run (a stall, overruns, a lost frame) once more
+                for attempt in (1, 2) if rerun else (1,):  # an unclean run (a stall, a lost frame) once more
                     send = c == controllers[0] and rep == 0 and attempt == 1
                     path = _record(port, out, name, header, traj, c, args, send, say, stop)
                     run = score(load(path), traj.lead_in, port)
                     if run["clean"] or attempt == 2 or not rerun:
                         break
-                    first = {"overruns": run["overruns"], "longest_gap_ms": run["longest_gap_ms"], "lost": run["lost"],
-                             "session": str(path)}
+                    first = {k: run[k] for k in ("overruns", "longest_gap_ms", "behind_ms", "lost")} | {"session": str(path)}
                     say(f"  {traj.name} {c}: {_quality_text(run)}: not clean, running it again")
                 run.update(trajectory=traj.name, controller=c, session=str(path), repeat=rep + 1, attempts=attempt,
                            unclean_first=first)
@@ -236,7 +235,8 @@ def _record(port, out, name, header, traj, c, args, send, say, stop):
 
 def _quality_text(run):
     """A run's overruns, longest gap and lost frames in words."""
-    return f"{run['overruns']} overruns, longest gap {run['longest_gap_ms']:.0f} ms, {run['lost']} frames lost"
+    return (f"{run['overruns']} overruns, longest gap {run['longest_gap_ms']:.0f} ms, {run['behind_ms']:.0f} ms behind "
+            f"its schedule at most, {run['lost']} frames lost")
 
 
 # -- scoring ------------------------------------------------------------------------------------------
@@ -275,21 +275,28 @@ def score(session, lead_in, port=None):
 
 
 def run_quality(session, track, hello, lead_in=0):
-    """Whether a run's scored ticks ran as the board's schedule says: {"overruns" (ticks that ended late, from
-    the telemetry's counter), "longest_gap_ms" (the longest step between two frames), "lost" (frames), "clean"}.
-    Targets advance a tick at a time, so a stalled run follows a slower trajectory and would score better
-    than it should: more than MAX_OVERRUNS overruns, a gap over STALL_TICKS ticks or a lost frame is unclean.
+    """Whether a run's scored ticks kept the board's schedule: {"overruns" (ticks that ended late, from the
+    telemetry's counter), "longest_gap_ms" (the longest step between two frames), "behind_ms" (how far the
+    ticks fell behind their schedule, at most), "lost" (frames), "clean"}.
 
-    Overruns and gaps count from the last lead-in tick on: the `track` command's own tick is slow (the board
-    sets the run up in it) and the ticks after it catch up late, while the first target is only held."""
+    Targets advance a tick at a time, so a stalled run follows a slower trajectory and would score better than
+    it should: a run whose ticks fell more than STALL_S behind (the loop then drops ticks), or that lost a
+    frame, is unclean. A slow tick the loop catches up from (a GC pause: 20-50 ms at an ESP32's pace, then a
+    few ticks that start at once, each an overrun) leaves the trajectory on its schedule: counted, not unclean.
+    Counted from the last lead-in tick on: the `track` command's own tick is slow (the board sets the run up
+    in it) while the first target is only held."""
     c = session.columns
     body = track[max(lead_in - 1, 0):]
     ov = np.asarray(c["overruns"], dtype=np.int64)[body] if "overruns" in c else np.zeros(len(body), np.int64)
     overruns = int(np.sum(np.diff(ov) & 0xFFFF))
-    gap = float(np.diff(np.asarray(c["t"])[body]).max()) if len(body) > 1 else 0.0
+    t = np.asarray(c["t"], dtype=float)[body]
+    gap = float(np.diff(t).max()) if len(body) > 1 else 0.0
+    offset = t - np.arange(len(body)) / hello.rate_hz  # each tick's start minus its place on the schedule
+    behind = float(offset.max() - offset.min()) if len(body) else 0.0
     lost = int(session.lost[track[1:]].sum()) if len(session.lost) == len(session) else int(session.stats["drops"])
-    clean = overruns <= MAX_OVERRUNS and gap <= STALL_TICKS / hello.rate_hz and lost == 0
-    return {"overruns": overruns, "longest_gap_ms": _r(gap * 1000, 1), "lost": lost, "clean": bool(clean)}
+    clean = behind <= STALL_S and lost == 0
+    return {"overruns": overruns, "longest_gap_ms": _r(gap * 1000, 1), "behind_ms": _r(behind * 1000, 1), "lost": lost,
+            "clean": bool(clean)}
 
 
 def lag(target, measured, rate_hz):
@@ -437,7 +444,7 @@ def quality_limb_spread_lines(result):
                                        for c in summary if (f := summary[c].get("forearm_imu"))))
     unclean = [r for r in runs if not r.get("clean", True)]
     if unclean:
-        lines.append(f"unclean runs (the board's ticks stalled or overran; scored as they ran): {len(unclean)} of {len(runs)}: "
+        lines.append(f"unclean runs (the board fell behind its schedule by over {STALL_S * 1000:.0f} ms or lost frames; scored as they ran): {len(unclean)} of {len(runs)}: "
                      + "; ".join(f"{r['trajectory']} {r['controller']}: {_quality_text(r)}"
                                  + (" (the second attempt)" if r.get("attempts") == 2 else "") for r in unclean))
     if any("rmse_passes" in summary[c]["joints"][j] for c in summary for j in joints):
