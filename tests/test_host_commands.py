@@ -65,6 +65,46 @@ def test_flash_mpy_compiles_modules(sim):
     assert "main.py" in listing and "boot.py" in listing
 
 
+def test_flash_checks_every_chunk_and_an_interrupted_flash_keeps_the_old_firmware(sim):
+    """Files go in base64 execs, each chunk checked against its CRC on the board; a Ctrl-C mid-copy leaves
+    the staging folder, never a mix: the board boots the firmware it had, and the next flash completes."""
+    import binascii
+    import signal
+    import time
+
+    from host.flash.firmware import chunk_script
+
+    proc = host("flash", "--port", sim.port, timeout=180)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    before = {p.name: p.read_bytes() for p in sim.flash_dir.iterdir() if p.is_file()}
+
+    data, other = bytes(range(256)) * 3, bytes(range(255, -1, -1)) * 3
+    script = chunk_script("x.bin", data, 0, "x.bin", len(data)).replace(
+        binascii.b2a_base64(data, newline=False).decode(), binascii.b2a_base64(other, newline=False).decode())
+    out = subprocess.run([sys.executable, "-m", "mpremote", "connect", sim.port, "exec", script],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "x.bin: damaged on the way" in out.stdout + out.stderr
+    assert not (sim.flash_dir / "x.bin").exists()
+
+    flash = subprocess.Popen(HOST + ["flash", "--port", sim.port, "--py"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, stdin=subprocess.DEVNULL)
+    said = []
+    for line in flash.stdout:  # Ctrl-C once a few files are in the staging folder
+        said.append(line)
+        if "[3/" in line:
+            flash.send_signal(signal.SIGINT)
+            break
+    rest, _ = flash.communicate(timeout=60)
+    assert flash.returncode != 0 and any("[3/" in line for line in said), "".join(said) + rest
+    assert {p.name: p.read_bytes() for p in sim.flash_dir.iterdir() if p.is_file()} == before  # nothing replaced
+    time.sleep(0.5)
+    with Link(sim.port) as link:
+        assert link.connect(timeout=5.0).fw  # the firmware it had boots
+    proc = host("flash", "--port", sim.port, timeout=180)
+    assert proc.returncode == 0 and "installed 19 files" in proc.stdout, proc.stderr + proc.stdout
+    assert not (sim.flash_dir / ".flash_new").exists()
+
+
 def test_monitor_missing_port():
     line = one_line_error(host("monitor", "--port", "/dev/does-not-exist"))
     assert "host ports" in line

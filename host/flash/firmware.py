@@ -4,6 +4,7 @@ Files are copied into a staging folder on the board and only then renamed into
 place, so an interrupted flash leaves the previous firmware whole.
 """
 
+import binascii
 import tempfile
 import time
 
@@ -16,6 +17,7 @@ from host.link.port import open_port
 
 MIN_MICROPYTHON = (1, 22, 0)
 STAGING = ".flash_new"
+CHUNK = 4096  # bytes of a file per exec: ~5.5 KB of script, ~20 KB of the board's heap while it runs
 
 
 def flash_firmware(port, robot=None, mpy=True, reset=True, say=print):
@@ -52,23 +54,30 @@ def flash_firmware(port, robot=None, mpy=True, reset=True, say=print):
 
 
 def install(port, files, say=print):
-    """Copy into a staging folder, then rename every file into place in one exec."""
+    """Copy into a staging folder, then rename every file into place in one exec.
+
+    Each file goes as base64 in `exec`s of CHUNK bytes, each chunk checked against its CRC-32 on the board
+    before it is written. mpremote's own `fs cp` sends 256-byte `repr`s (a .mpy's bytes mostly as 4-character
+    escapes), one raw-REPL round trip each: 3.9 KiB/s on the virtual Gen0 at an ESP32's pace, against ~8 KiB/s
+    this way on the 115200-baud link."""
     total = sum(src.stat().st_size for src, _ in files)
     say(f"copying {len(files)} files ({total / 1024:.1f} KiB) to {port} ...")
-    actions = ["exec", f"import os\ntry:\n os.mkdir('{STAGING}')\nexcept OSError:\n pass"]
+    # an empty staging folder: one an interrupted flash left behind holds files this one may not send
+    actions = ["exec", f"import os\ntry:\n os.mkdir('{STAGING}')\nexcept OSError:\n for n in os.listdir('{STAGING}'):\n  os.remove('{STAGING}/'+n)"]
     for src, name in files:
-        actions += ["+", "fs", "cp", str(src), f":{STAGING}/{name}"]
+        data = src.read_bytes()
+        for at in range(0, max(len(data), 1), CHUNK):
+            actions += ["+", "exec", chunk_script(f"{STAGING}/{name}", data[at:at + CHUNK], at, name, len(data))]
     start = time.monotonic()
-    sizes = {f":{STAGING}/{name}": src.stat().st_size for src, name in files}
     sent = [0, 0]
 
-    def progress(line):  # mpremote prints `cp SRC :DEST` as each file goes
-        dest = line.split()[-1] if line.startswith("cp ") else None
-        if dest in sizes:
+    def progress(line):  # each file's last chunk prints `wrote NAME SIZE`
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "wrote":
             sent[0] += 1
-            sent[1] += sizes[dest]
+            sent[1] += int(parts[2])
             took = max(time.monotonic() - start, 1e-6)
-            say(f"  [{sent[0]}/{len(files)}] {sent[1] / 1024:6.1f}/{total / 1024:.1f} KiB  {sent[1] / took / 1024:5.1f} KiB/s  {dest[len(STAGING) + 2:]}")
+            say(f"  [{sent[0]}/{len(files)}] {sent[1] / 1024:6.1f}/{total / 1024:.1f} KiB  {sent[1] / took / 1024:5.1f} KiB/s  {parts[1]}")
 
     mpremote(port, *actions, timeout=300, on_line=progress)
     names = [name for _, name in files]
@@ -85,3 +94,14 @@ def install(port, files, say=print):
     mpremote(port, "exec", commit, timeout=60)
     took = time.monotonic() - start
     say(f"installed {len(files)} files in {took:.1f} s ({total / 1024 / max(took, 1e-6):.1f} KiB/s)")
+
+
+def chunk_script(dest, data, at, name, size):
+    """The exec that writes `data` at offset `at` of the board's file `dest` (a new file at 0), after checking
+    its CRC-32; the file's last chunk prints `wrote NAME SIZE` (progress)."""
+    b64 = binascii.b2a_base64(data, newline=False).decode()
+    end = at + len(data) >= size
+    return (f"import binascii\nd=binascii.a2b_base64('{b64}')\n"
+            f"if binascii.crc32(d)!={binascii.crc32(data)}:\n raise ValueError('{name}: damaged on the way, flash again')\n"
+            f"f=open('{dest}','{'wb' if at == 0 else 'ab'}')\nf.write(d)\nf.close()"
+            + (f"\nprint('wrote {name} {size}')" if end else ""))
