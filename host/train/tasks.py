@@ -54,7 +54,8 @@ def inverse(joints, rate_hz, ahead=None):
     Gen0 the joint's jitter at rest went from 2.7 deg std to 1.3-1.8 (the linear mapping: 0.65), and
     the tracking RMSE over the held-out trajectories from ~3.0 to ~2.3 deg (host/EVAL.md). Measured and
     not kept (closed-loop RMSE and step overshoot, means over training seeds, default and heavy-limb
-    units): a velocity (`<joint>_deg@-3`), the pulse history (`@-3`, `@-5`), the gyro (`gz`: worse)
+    units): a velocity (`<joint>_deg@-3`; with the preview it helps the heavy shoulder on average but makes
+    one training seed in three much worse), the pulse history (`@-3`, `@-5`), the gyro (`gz`: worse)
     (host/EVAL.md "Excitation and inputs"). The other joint's state is already in: one model, both joints."""
     k = ahead_ticks(rate_hz, ahead)
     inputs = [f for j in joints for f in (f"{j}_deg", f"{j}_cmd_us@-1", f"{j}_target_deg@+{k}")]
