@@ -79,8 +79,21 @@ class Wire:
         assert code == P.E_OK, (name, P.ERROR_NAMES.get(code), data)
         return json.loads(data) if data else None
 
-    def connect(self):
-        self.ok("hello")
+    def connect(self, timeout=30.0):
+        """The firmware's hello, asked for again every 2 s while the board boots (main.py at an ESP32's pace
+        takes seconds, more on a loaded host): its ack E_OK, then the hello frame."""
+        end = time.monotonic() + timeout
+        while True:
+            self.seq += 1
+            seq, got, wait = self.seq, [], time.monotonic() + 2
+            self.send(seq, "hello")
+            while time.monotonic() < wait and not any(f[0] == P.T_ACK and P.parse_ack(f[3])[0] == seq for f in got):
+                got += self.pump(0.05)
+            acks = [P.parse_ack(f[3]) for f in got if f[0] == P.T_ACK and P.parse_ack(f[3])[0] == seq]
+            if acks:
+                assert acks[0][1] == P.E_OK, acks[0]
+                break
+            assert time.monotonic() < end, f"no answer to hello in {timeout:g} s; text: {self.text[-300:]!r}"
         self.pump(2, until=lambda fs: any(f[0] == P.T_HELLO for f in fs))
         return self.hello
 
