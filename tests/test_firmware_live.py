@@ -40,8 +40,9 @@ class Wire:
     def close(self):
         self.ser.close()
 
-    def pump(self, seconds=0.0, until=None):
-        """Read for `seconds` (or until until() holds); returns the frames that arrived."""
+    def pump(self, seconds=0.0, until=None, must=True):
+        """Read for `seconds` (or until until() holds); returns the frames that arrived. must: an until() that
+        never held fails the test."""
         got = []
         end = time.monotonic() + seconds
         while True:
@@ -54,7 +55,7 @@ class Wire:
             if until and until(got):
                 break
             if time.monotonic() > end:
-                assert not until, f"timed out; text: {self.text[-300:]!r}"
+                assert not (until and must), f"timed out; text: {self.text[-300:]!r}"
                 break
         self.frames += got
         return got
@@ -69,10 +70,12 @@ class Wire:
         self.send(seq, name, *args)
         return self.ack(seq, timeout)
 
-    def ack(self, seq, timeout=2.0):
-        got = self.pump(timeout, until=lambda fs: any(f[0] == P.T_ACK and P.parse_ack(f[3])[0] == seq for f in fs))
+    def ack(self, seq, timeout=2.0, must=True):
+        """(code, data) of the ack of `seq`; None when it has not come in `timeout` s and not `must`."""
+        got = self.pump(timeout, until=lambda fs: any(f[0] == P.T_ACK and P.parse_ack(f[3])[0] == seq for f in fs),
+                        must=must)
         acks = [P.parse_ack(f[3]) for f in got if f[0] == P.T_ACK]
-        return next((code, data) for s, code, data in acks if s == seq)
+        return next(((code, data) for s, code, data in acks if s == seq), None)
 
     def ok(self, name, *args):
         code, data = self.command(name, *args)
@@ -85,13 +88,10 @@ class Wire:
         end = time.monotonic() + timeout
         while True:
             self.seq += 1
-            seq, got, wait = self.seq, [], time.monotonic() + 2
-            self.send(seq, "hello")
-            while time.monotonic() < wait and not any(f[0] == P.T_ACK and P.parse_ack(f[3])[0] == seq for f in got):
-                got += self.pump(0.05)
-            acks = [P.parse_ack(f[3]) for f in got if f[0] == P.T_ACK and P.parse_ack(f[3])[0] == seq]
-            if acks:
-                assert acks[0][1] == P.E_OK, acks[0]
+            self.send(self.seq, "hello")
+            ack = self.ack(self.seq, 2.0, must=False)
+            if ack:
+                assert ack[0] == P.E_OK, ack
                 break
             assert time.monotonic() < end, f"no answer to hello in {timeout:g} s; text: {self.text[-300:]!r}"
         self.pump(2, until=lambda fs: any(f[0] == P.T_HELLO for f in fs))

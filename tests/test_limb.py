@@ -93,8 +93,10 @@ def test_a_slow_tick_the_loop_catches_up_is_counted_but_clean(gen0, tmp_path):
     track = np.flatnonzero(s.columns["mode"] == hello.mode("track"))
     period, k = 1 / hello.rate_hz, track[lead_in + 60]
     t = np.asarray(s.columns["t"], dtype=float).copy()
+    t[track] = t[track[0]] + np.arange(len(track)) * period  # every tick on its schedule (a loaded host's run may not be)
+    s.columns["t"] = t
     on_time = run_quality(s, track, hello, lead_in)
-    assert on_time["clean"] and on_time["behind_ms"] < 20, on_time  # a clean run: within a few ms of its schedule
+    assert on_time["clean"] and on_time["behind_ms"] < 1, on_time
 
     hiccup = t.copy()
     hiccup[k + 1:k + 5] += np.array([0.026, 0.018, 0.010, 0.002])  # late by 26 ms, then caught up 8 ms a tick
