@@ -85,6 +85,8 @@ def main(argv=None):
     a reader that went away (`host sessions | head -1`) ends it quietly, exit 141."""
     ctrl_c = []
     previous = _on_ctrl_c(ctrl_c)
+    if hasattr(sys.stdout, "reconfigure"):  # progress lines reach a pipe (`host flash | tee log`) as they are printed
+        sys.stdout.reconfigure(line_buffering=True)
     try:
         return _main(argv)
     except KeyboardInterrupt:

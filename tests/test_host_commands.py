@@ -76,6 +76,7 @@ def test_flash_checks_every_chunk_and_an_interrupted_flash_keeps_the_old_firmwar
 
     proc = host("flash", "--port", sim.port, timeout=180)
     assert proc.returncode == 0, proc.stderr + proc.stdout
+    installed = next(line for line in proc.stdout.splitlines() if line.startswith("installed "))  # "installed N files ..."
     before = {p.name: p.read_bytes() for p in sim.flash_dir.iterdir() if p.is_file()}
 
     data, other = bytes(range(256)) * 3, bytes(range(255, -1, -1)) * 3
@@ -86,8 +87,9 @@ def test_flash_checks_every_chunk_and_an_interrupted_flash_keeps_the_old_firmwar
     assert out.returncode != 0 and "x.bin: damaged on the way" in out.stdout + out.stderr
     assert not (sim.flash_dir / "x.bin").exists()
 
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as a user's pipe: progress comes line by line
     flash = subprocess.Popen(HOST + ["flash", "--port", sim.port, "--py"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, stdin=subprocess.DEVNULL)
+                             text=True, stdin=subprocess.DEVNULL, env=buffered)
     said = []
     for line in flash.stdout:  # Ctrl-C once a few files are in the staging folder
         said.append(line)
@@ -101,7 +103,7 @@ def test_flash_checks_every_chunk_and_an_interrupted_flash_keeps_the_old_firmwar
     with Link(sim.port) as link:
         assert link.connect(timeout=5.0).fw  # the firmware it had boots
     proc = host("flash", "--port", sim.port, timeout=180)
-    assert proc.returncode == 0 and "installed 19 files" in proc.stdout, proc.stderr + proc.stdout
+    assert proc.returncode == 0 and installed.split(" in ")[0] in proc.stdout, proc.stderr + proc.stdout
     assert not (sim.flash_dir / ".flash_new").exists()
 
 
