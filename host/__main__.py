@@ -8,4 +8,5 @@ except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)
     raise SystemExit(130) from None
 
-raise SystemExit(main())
+if __name__ == "__main__":  # a training candidate's process (spawn) imports this module too, and must not run it
+    raise SystemExit(main())

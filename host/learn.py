@@ -29,6 +29,7 @@ from host.evaluate import SECONDS, TRAJECTORIES, evaluate
 from host.files import save_figure, write_json
 from host.link.client import Link
 from host.sessions import load
+from host.train.candidates import CANDIDATES
 
 COLLECT_S = 20.0  # of on-policy tracking per round
 PIECE_S = 10.0  # one sent trajectory: RAM on the board holds ~10 s of targets at 100 Hz with room to spare
@@ -36,7 +37,6 @@ KNOT_S = (0.25, 1.0)  # the fresh trajectories' random moves: each lasts this lo
 AMP_DEG = 45.0  # within +-this of the centre (the eval trajectories reach 40)
 ROUND_SEED = 7_000_000  # the fresh trajectories' seeds: seed + 1000 * round + piece, drawn by no program or eval
 EPOCHS, PATIENCE = 60, 15
-CANDIDATES = 2  # models trained per round (seeds), the one the training's closed-loop figure ranks best deployed
 
 
 def fresh_trajectory(n_joints, rate_hz, seconds, seed):
@@ -89,18 +89,12 @@ def collect_on_policy(port, out, name, seconds, seed, say=print, stop=None):
     return rec.path, summary
 
 
-def _train(sessions, n_val, out, epochs, seed):
+def _train(sessions, n_val, out, epochs, seed, say=lambda line: None):
+    """The round's model: CANDIDATES seeds side by side, the one the closed-loop figure ranks best kept."""
     from host.train import pipeline  # PyTorch: loaded when a round trains
 
-    return pipeline.train("inverse", sessions, out=out, progress=False, epochs=epochs, patience=PATIENCE, seed=seed,
-                          val=n_val)
-
-
-def _predicted(metrics):
-    """The training's closed-loop figure pooled over the joints (TRAIN.md "Closed-loop figure": it ranks models
-    as eval does); inf when the training could not make it."""
-    loop = (metrics.get("closed_loop") or {}).get("rmse_deg") or {}
-    return round(math.sqrt(sum(v * v for v in loop.values()) / len(loop)), 3) if loop else math.inf
+    return pipeline.train("inverse", sessions, out=out, progress=False, epochs=epochs, patience=PATIENCE,
+                          seed=seed * CANDIDATES, val=n_val, candidates=CANDIDATES, say=say)
 
 
 def _deploy(port, model_dir):
@@ -162,12 +156,11 @@ def learn(port, train_sessions, val_sessions, rounds, out, model=None, score0=No
         say(f"round {r}: {summary['telemetry_frames']} frames, {summary['drops']} lost; retraining on "
             f"{len(pool)} sessions ...")
         loaded = [load(p) for p in pool + val]
-        trained = [_train(loaded, len(val), out / f"round{r}" / f"model{k}", epochs, seed * CANDIDATES + k)
-                   for k in range(CANDIDATES)]
-        m = min(trained, key=_predicted)  # the training seed alone moves a model's tracking by up to 0.6 deg
+        m = _train(loaded, len(val), out / f"round{r}" / "model", epochs, seed)
         candidate = Path(m["path"])
         say(f"round {r}: {CANDIDATES} candidates (training seeds), predicted tracking "
-            + ", ".join(f"{_predicted(x):.2f}°" for x in trained) + f": deploying {candidate.name}")
+            + ", ".join(f"{x:.2f}°" for x in m["candidates"]["predicted_deg"] if x is not None)
+            + f": deploying seed {m['candidates']['kept_seed']}'s")
         _deploy(port, candidate)
         score = _score(port, names, seconds, out / "sessions", say, stop)
         kept = score["rmse_deg"] < best["rmse_deg"]
@@ -178,7 +171,7 @@ def learn(port, train_sessions, val_sessions, rounds, out, model=None, score0=No
         table.append({"round": r, "sessions": len(pool), "model": str(candidate), "kept": kept, **score,
                       "rows": m["rows"]["train"], "val_rmse": m["val_rmse"],
                       "closed_loop_deg": (m.get("closed_loop") or {}).get("rmse_deg"),
-                      "candidates_predicted_deg": [_predicted(x) for x in trained],
+                      "candidates_predicted_deg": m["candidates"]["predicted_deg"],
                       "seconds": round(time.monotonic() - t, 1)})
         say(_line(table[-1]) + ("" if kept else f"   (worse than round {best['round']}: round {best['round']}'s "
                                                  "model redeployed)"))

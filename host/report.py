@@ -171,8 +171,11 @@ def _what(step, f):
             f"link {c['link_utilisation'] * 100:.0f} %" for c in f.get("sessions", []))
     if step == "train":
         shape = "-".join(str(n) for n in [len(f.get("inputs", [])), *f.get("hidden", []), len(f.get("outputs", []))])
+        c = f.get("candidates") or {}
+        kept = (f"; kept seed {c['kept_seed']} of {len(c['seeds'])} candidates, predicted tracking "
+                + ", ".join(f"{v:.2f}°" for v in c["predicted_deg"] if v is not None)) if c else ""
         return (f"{shape} MLP, {f.get('rows', {}).get('train')} rows, {f.get('epochs_run')} epochs in "
-                f"{f.get('train_s', 0):.1f} s; {pulse_errors(f)}")
+                f"{f.get('train_s', 0):.1f} s{kept}; {pulse_errors(f)}")
     if step == "deploy":
         p = f.get("parity") or {}
         return (f"{f.get('bytes')} B in {f.get('seconds')} s (link floor {f.get('limit_seconds')} s); "

@@ -147,7 +147,10 @@ def test_demo_pipeline_at_small_scale_learns_a_controller_that_beats_the_naive_m
     assert onpolicy.complete and onpolicy.stats["drops"] == 0 and len(onpolicy) > 0.9 * 8 * RATE  # 40 % of --collect
     started = [m for _, m in onpolicy.markers if m["event"] == "track started"]
     assert started and all(m["controller"]["name"] == "model" for m in started)  # the learned controller drove it
-    assert len(second["candidates_predicted_deg"]) == 2 and min(second["candidates_predicted_deg"]) < 20
+    assert len(second["candidates_predicted_deg"]) == 3 and min(second["candidates_predicted_deg"]) < 20
+    trained = json.loads((out / "model" / "metrics.json").read_text())["candidates"]  # the demo's own training too
+    assert trained["seeds"] == [0, 1, 2] and facts["train"]["candidates"] == trained
+    assert f"kept seed {trained['kept_seed']} of 3 candidates" in report and "--candidates 3" in report
     roles = {x["name"]: x["role"] for x in json.loads((Path(second["model"]) / "metrics.json").read_text())["sessions"]}
     assert roles == {"excitation": "train", "onpolicy-1": "train", "validation": "val"}  # the same validation
     assert (out / "learn" / "learn.png").stat().st_size > 10000 and "## Self-improvement rounds" in report

@@ -4,10 +4,14 @@ checkpoint, blob), and an inverse model learned from a session recorded on the v
 
 import json
 import math
+import os
+import signal
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +30,14 @@ from host.train import checkpoint as ckpt
 from host.train.dataset import RESYNC_S, SPLIT_GAP, from_sessions, session_rows, task_for
 from host.train.fit import predict
 from host.train.pipeline import resume, train
-from host.train.tasks import ahead_ticks
+from host.train.tasks import VELOCITY_TICKS, ahead_ticks
 
 pytestmark = pytest.mark.torch  # imports torch, trains
 
 HOST = [sys.executable, "-m", "host"]
 RATE = load_robot()["loop"]["rate_hz"]  # the firmware's default loop rate
 AHEAD = ahead_ticks(RATE)  # the inverse model's target lies the servo's latency (50 ms) ahead
+BACK = VELOCITY_TICKS  # and it reads the angle this many ticks ago
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +71,9 @@ def shifts(task):
 
 def test_inverse_rows_are_windows_of_consecutive_driven_ticks(session):
     task = inverse_task(session)
-    assert task.inputs == ["shoulder_deg", "shoulder_cmd_us@-1", f"shoulder_target_deg@+{AHEAD}",
-                           "elbow_deg", "elbow_cmd_us@-1", f"elbow_target_deg@+{AHEAD}"]  # 50 ms ahead
+    assert task.inputs == ["shoulder_deg", f"shoulder_deg@-{BACK}", "shoulder_cmd_us@-1", f"shoulder_target_deg@+{AHEAD}",
+                           "elbow_deg", f"elbow_deg@-{BACK}", "elbow_cmd_us@-1",
+                           f"elbow_target_deg@+{AHEAD}"]  # 30 ms back (velocity), 50 ms ahead
     assert task.outputs == ["shoulder_cmd_us", "elbow_cmd_us"]
     rows = session_rows(session, task.inputs, task.outputs)
     x, y, anchors = rows["all"]
@@ -77,7 +83,7 @@ def test_inverse_rows_are_windows_of_consecutive_driven_ticks(session):
         assert np.array_equal(np.hstack([x, y])[:, j], c[column][anchors + k]), (column, k)
     # every tick a row reads is the tick after the previous (no frame lost, no pause: a late tick the board
     # caught up is no gap, tests/test_dataset_load.py), driven (pulses on both joints, not limp)
-    window = anchors[:, None] + np.arange(-1, AHEAD + 1)
+    window = anchors[:, None] + np.arange(-BACK, AHEAD + 1)
     assert (session.lost[window[:, 1:]] == 0).all()
     assert (np.diff(c["t"][window], axis=1) > 0).all() and (np.diff(c["t"][window], axis=1) <= RESYNC_S + 1 / RATE).all()
     assert (c["shoulder_cmd_us"][window] > 0).all() and (c["elbow_cmd_us"][window] > 0).all()
@@ -104,8 +110,8 @@ def test_shifts_never_cross_a_segment_boundary(session):
     first = dict(session.segments[0], rows=(a, cut))
     session.segments = [first, dict(first, id=1, rows=(cut, b))]  # as if the board reset at `cut`
     anchors = session_rows(session, task.inputs, task.outputs)["all"][2]
-    straddling = (whole - 1 < cut) & (whole + AHEAD >= cut)
-    assert straddling.sum() == AHEAD + 1  # anchors cut-AHEAD .. cut: their windows hold ticks of both runs
+    straddling = (whole - BACK < cut) & (whole + AHEAD >= cut)
+    assert straddling.sum() == AHEAD + BACK  # anchors cut-AHEAD .. cut+BACK-1: their windows hold ticks of both runs
     assert np.array_equal(anchors, whole[~straddling])
 
 
@@ -115,7 +121,7 @@ def test_held_out_time_and_sessions_never_overlap(session, session_file):
     train_anchors, val_anchors = rows["train"][2], rows["val"][2]
     assert len(val_anchors) > 0.15 * (len(train_anchors) + len(val_anchors))
     # the last tick a training row reads comes MAX_FUTURE ticks before the first one a validation row reads
-    assert (val_anchors.min() - 1) - (train_anchors.max() + AHEAD) > SPLIT_GAP
+    assert (val_anchors.min() - BACK) - (train_anchors.max() + AHEAD) > SPLIT_GAP
     assert rows["dropped"]["split_gap"] >= SPLIT_GAP
 
     other = load(session_file)
@@ -132,10 +138,10 @@ def test_nan_rows_are_dropped_and_counted(session):
     session.columns["shoulder_deg"] = session.columns["shoulder_deg"].copy()
     session.columns["shoulder_deg"][r] = np.nan
     rows = session_rows(session, task.inputs, task.outputs)
-    assert rows["dropped"]["nan"] == 2  # anchored at r (deg) and r - AHEAD (target@+AHEAD)
-    assert np.array_equal(rows["all"][2], before[~np.isin(before, [r, r - AHEAD])])
+    assert rows["dropped"]["nan"] == 3  # anchored at r (deg), r + BACK (deg@-BACK) and r - AHEAD (target@+AHEAD)
+    assert np.array_equal(rows["all"][2], before[~np.isin(before, [r, r + BACK, r - AHEAD])])
     data = from_sessions([session], task)
-    assert data.dropped["nan"] == 2 and np.isfinite(data.x_train).all() and np.isfinite(data.x_val).all()
+    assert data.dropped["nan"] == 3 and np.isfinite(data.x_train).all() and np.isfinite(data.x_val).all()
 
 
 def test_missing_fields_and_bad_tasks_are_clear_errors(session):
@@ -273,3 +279,52 @@ def test_settings_nothing_can_train_or_the_device_cannot_run_are_one_line(tmp_pa
                      "--epochs", "5"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "NaN or infinite weights" in err[0] and "lower --lr" in err[0], err
+
+
+@pytest.mark.slow
+def test_candidates_keep_the_seed_the_closed_loop_figure_ranks_best(session_file, tmp_path):
+    said = []
+    m = train("inverse", [session_file], out=tmp_path / "best", progress=False, epochs=6, seed=5, candidates=3,
+              say=said.append)
+    c = m["candidates"]
+    assert c["seeds"] == [5, 6, 7] and all(v is not None for v in c["predicted_deg"]) and len(set(c["predicted_deg"])) > 1
+    assert c["kept_seed"] == c["seeds"][c["predicted_deg"].index(min(c["predicted_deg"]))]
+    assert m["config"]["seed"] == c["kept_seed"] and m["path"] == str(tmp_path / "best")
+    assert [line.split(":")[0].strip() for line in said[1:]] == ["seed 5", "seed 6", "seed 7"]
+    on_disk = json.loads((tmp_path / "best" / "metrics.json").read_text())
+    assert on_disk["candidates"] == c and on_disk["model_id"] == m["model_id"]
+    assert [p.name for p in tmp_path.iterdir()] == ["best"]  # the candidates' work directory is gone
+    # the kept model is the one training that seed alone makes (same directory name: the blob's meta holds it)
+    alone = train("inverse", [session_file], out=tmp_path / "alone" / "best", progress=False, epochs=6, seed=c["kept_seed"])
+    assert alone["model_id"] == m["model_id"] and "candidates" not in alone
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_candidates_train_keeps_the_old_model_and_leaves_no_process(session_file, tmp_path):
+    out = tmp_path / "model"
+    train("xor", out=out, epochs=1, progress=False)  # the model that must survive
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    proc = subprocess.Popen(HOST + ["train", str(session_file), "--out", str(out), "--force", "--epochs", "500",
+                                    "--patience", "500"], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while not any(" epoch " in line for line in lines) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)  # the candidates are training (their progress lines have come)
+    assert any(line.startswith("seed ") for line in lines), lines
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+    assert proc.wait(60) == 130
+    reader.join(10)
+    assert lines[-1].strip() == "interrupted", lines[-3:]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no candidates' work directory left
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # every candidate's process (and multiprocessing's helpers) is gone
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("a candidate's process outlived the Ctrl-C")

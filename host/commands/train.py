@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from host.errors import UserError
@@ -36,6 +37,8 @@ def add_parser(sub):
     p.add_argument("--device", choices=["cpu", "cuda"], help="where to train (default cpu; with --resume too, "
                    "whichever device the model was trained on)")
     p.add_argument("--seed", type=int, help="seed for init and shuffles (default 0): same seed, same weights")
+    p.add_argument("--candidates", type=int, metavar="N", help="train N seeds (--seed, --seed+1, ...) side by side "
+                   "and keep the one the closed-loop figure ranks best (default: 3 for inverse, else 1)")
     p.add_argument("--out", metavar="DIR", help="model directory (default models/TASK)")
     p.add_argument("--force", action="store_true", help="replace an existing model directory")
     p.add_argument("--resume", metavar="DIR", help="continue training the model in DIR (same settings, more epochs; "
@@ -65,6 +68,10 @@ def check_arguments(args):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag} {value}: give a whole number >= 1")
+    if args.candidates is not None:
+        from host.train.candidates import check
+
+        check(args.candidates)
     if args.ahead is not None and args.ahead < 0:
         raise UserError(f"--ahead {args.ahead}: give ticks >= 0")
     if args.hidden is not None:
@@ -101,7 +108,7 @@ def run(args):
 
 def _train(args):
     if args.resume:
-        given = [flag for flag in SETTINGS if getattr(args, flag) is not None] + (["qat"] if args.qat else [])
+        given = [flag for flag in SETTINGS + ("candidates",) if getattr(args, flag) is not None] + (["qat"] if args.qat else [])
         if given:
             raise UserError(f"--resume keeps the model's settings: drop --{', --'.join(given)} "
                             "(only --epochs, --device, --quiet, --json and the sessions (--unit) may change)")
@@ -115,8 +122,12 @@ def _train(args):
         out = Path(args.out) if args.out else Path("models") / task
         if out.exists() and not args.force:
             raise UserError(f"{out} exists: give another --out, --force to replace it, or --resume {out}")
+        from host.train.candidates import CANDIDATES
         from host.train.pipeline import train
+
+        candidates = args.candidates or (CANDIDATES if task == "inverse" else 1)  # only inverse has the figure
         metrics = train(task, args.sessions, out=out, progress=not args.quiet, ahead=args.ahead, hidden=args.hidden,
+                        candidates=candidates, say=lambda line: print(line, file=sys.stderr),
                         act=args.act, optim=args.optim, lr=args.lr, epochs=args.epochs, batch=args.batch,
                         patience=args.patience, qat=args.qat or None, device=args.device, seed=args.seed,
                         unit=args.unit)
@@ -138,6 +149,11 @@ def summary(m):
         name = f"{o} ({joint} {quantity})" if quantity else o
         lines.append(f"  {name}: val RMSE {m['val_rmse'][o]:.4g}{u} (int8 {m['int8']['val_rmse'][o]:.4g}{u}; "
                      f"baselines: linear {base['linear'][o]:.4g}{u}, mean {base['mean'][o]:.4g}{u})")
+    if m.get("candidates"):
+        c = m["candidates"]
+        lines.append(f"kept seed {c['kept_seed']} of {len(c['seeds'])} candidates, predicted tracking "
+                     + ", ".join("-" if v is None else f"{v:.2f}°" for v in c["predicted_deg"])
+                     + f" (closed-loop figure; {c['seconds']:.1f} s in all)")
     dropped = {k: v for k, v in m["rows"]["dropped"].items() if v}
     if dropped:
         lines.append("rows left out: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dropped.items()))

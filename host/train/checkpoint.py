@@ -37,20 +37,37 @@ def save(out_dir, checkpoint_bytes, metrics, blob, history):
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 is for secrets; a model directory is a plain one
-        for name, data in (("checkpoint.pt", checkpoint_bytes), ("model.bin", blob),
-                           ("metrics.json", (json.dumps(metrics, indent=1, allow_nan=False) + "\n").encode())):
+        for name, data in (("checkpoint.pt", checkpoint_bytes), ("model.bin", blob), ("metrics.json", _json(metrics))):
             _write(tmp / name, data)
         plot_curves(history, tmp / "curves.png", metrics)
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.rename(out, old / out.name)
-        os.rename(tmp, out)
-        if old:
-            shutil.rmtree(old)
+        install(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def install(built, out_dir):
+    """Rename the model directory `built` (on out_dir's file system) into place, replacing what was there."""
+    out = Path(out_dir)
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.rename(out, old / out.name)
+    os.rename(built, out)
+    if old:
+        shutil.rmtree(old)
+
+
+def rewrite_metrics(model_dir, metrics):
+    """Replace a model directory's metrics.json whole (a temp file renamed over it)."""
+    path = Path(model_dir) / "metrics.json"
+    tmp = path.with_name(".metrics.json.tmp")
+    _write(tmp, _json(metrics))
+    os.replace(tmp, path)
+
+
+def _json(metrics):
+    return (json.dumps(metrics, indent=1, allow_nan=False) + "\n").encode()
 
 
 def _write(path, data):

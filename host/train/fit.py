@@ -117,7 +117,7 @@ def _fit(model, x, y, xv, yv, config, history, optimizer_state, device, progress
         optimizer.load_state_dict(optimizer_state)
     epochs, batch_size = config.epochs, config.batch
     qat_from = epochs - max(1, round(epochs * config.qat_fraction)) if config.qat else epochs
-    bar = Progress(epochs, history.steps, enabled=progress)
+    bar = Progress(epochs, history.steps, enabled=bool(progress), label=progress if isinstance(progress, str) else "")
     start = time.perf_counter()
 
     best = None
@@ -209,12 +209,18 @@ def predict(model, x, device="cpu"):
 
 
 class Progress:
-    """epoch k/N, train and val loss, steps/s on stderr: redrawn in place on a terminal, a line a second otherwise."""
+    """epoch k/N, train and val loss, steps/s on stderr: redrawn in place on a terminal, a line a second otherwise.
 
-    def __init__(self, epochs, steps=0, enabled=True, stream=None):
-        self.epochs, self.steps0, self.enabled = epochs, steps, enabled
+    label: the line's prefix when several trainings share the terminal (candidates.py): each then writes a
+    line every LABELLED_S instead of redrawing one."""
+
+    LABELLED_S = 3.0
+
+    def __init__(self, epochs, steps=0, enabled=True, stream=None, label=""):
+        self.epochs, self.steps0, self.enabled, self.label = epochs, steps, enabled, label
         self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
+        self.tty = self.stream.isatty() and not label
+        self.every = self.LABELLED_S if label else 1.0
         self.start = self.last = time.perf_counter()
         self.line = ""
 
@@ -225,13 +231,13 @@ class Progress:
         rate = (steps - self.steps0) / max(now - self.start, 1e-9)
         width = 20
         done = round(width * epoch / self.epochs)
-        self.line = (f"epoch {epoch:4d}/{self.epochs} [{'#' * done}{'.' * (width - done)}] "
+        self.line = (f"{self.label}epoch {epoch:4d}/{self.epochs} [{'#' * done}{'.' * (width - done)}] "
                      f"train {train:.5f}  val {val:.5f}  {rate:,.0f} it/s")
         if self.tty and (now - self.last > 0.1 or epoch == self.epochs):
             self.stream.write("\r\x1b[K" + self.line)
             self.stream.flush()
             self.last = now
-        elif not self.tty and now - self.last >= 1.0:
+        elif not self.tty and now - self.last >= self.every:
             self.stream.write(self.line + "\n")
             self.last = now
 

@@ -23,13 +23,15 @@ from host.export.reference import Reference
 from host.sessions import Session, find_session, load
 from host.sessions.stats import check_warnings, robot_of
 from host.train import checkpoint as ckpt, rollout
+from host.train.candidates import check, train_best
 from host.train.dataset import from_sessions, normalisation, of_unit, output_label, synthetic, task_for
 from host.train.fit import Config, History, auto_batch, device_for, fit, predict, rmse
 from host.train.model import MLP
 from polyniod_firmware import features, mlp, preview
 
 
-def train(task, sessions=(), out=None, progress=True, ahead=None, device=None, unit=None, val=None, **settings):
+def train(task, sessions=(), out=None, progress=True, ahead=None, device=None, unit=None, val=None, candidates=1,
+          warn=True, say=print, **settings):
     """Train a new model of `task` on sessions (paths, names or loaded Sessions); write `out`; its metrics.
 
     Sessions of several boards are pooled; unit (a board's unit id) keeps only that board's. metrics.json's
@@ -38,20 +40,29 @@ def train(task, sessions=(), out=None, progress=True, ahead=None, device=None, u
     None or missing means the task's default, then Config's. ahead: the inverse task's look-ahead.
     device (cpu, default; cuda) and progress are choices of this run, not settings of the model:
     the checkpoint keeps neither, and a resume picks its own. val: how many of the last sessions validate
-    (default: dataset.from_sessions' rule), so that sessions added later (host learn's rounds) train."""
+    (default: dataset.from_sessions' rule), so that sessions added later (host learn's rounds) train.
+    candidates > 1: train that many seeds (seed, seed+1, ...) side by side and keep the one the closed-loop
+    figure ranks best (candidates.py; `say` tells which); metrics["candidates"] says what each did."""
     started = time.perf_counter()
     device = _device(device)
     loaded = of_unit(_load_sessions(sessions), unit)
-    for line in check_warnings(loaded):
-        print(f"warning: {line}", file=sys.stderr)
+    if warn:
+        for line in check_warnings(loaded):
+            print(f"warning: {line}", file=sys.stderr)
     t = task_for(task, loaded, **({} if ahead is None else {"ahead": ahead}))
-    config = _config(t, settings)
+    config = _config(t, settings)  # a wrong setting fails here once, not in every candidate
+    if check(candidates) > 1:
+        best = train_best(task, loaded, out or Path("models") / task, candidates, config.seed, progress, say,
+                          ahead=ahead, device=device, val=val, **{k: v for k, v in settings.items() if k != "seed"})
+        for line in best["warnings"]:
+            print(f"warning: {line}", file=sys.stderr)
+        return best
     data = synthetic(t, config.seed) if t.data else from_sessions(loaded, t, n_val=val)
     norm = normalisation(data.x_train, data.y_train)
     torch.manual_seed(config.seed)
     model = MLP(len(t.inputs), config.hidden, len(t.outputs), config.act, config.first_act, config.init)
     return _train_and_save(model, data, norm, config, History(), None, out or Path("models") / task,
-                           progress, device, started, loaded)
+                           progress, device, started, loaded, warn)
 
 
 def resume(model_dir, epochs=None, sessions=None, progress=True, device=None, unit=None):
@@ -90,7 +101,8 @@ def _device(name):
     return name
 
 
-def _train_and_save(model, data, norm, config, history, optimizer_state, out, progress, device, started, loaded=()):
+def _train_and_save(model, data, norm, config, history, optimizer_state, out, progress, device, started, loaded=(),
+                    warn=True):
     in_mean, in_std, out_mean, out_std = norm
     config.batch = config.batch or auto_batch(len(data.x_train))
     loaded_s = time.perf_counter() - started
@@ -134,7 +146,7 @@ def _train_and_save(model, data, norm, config, history, optimizer_state, out, pr
     metrics["warnings"] = losing_to_linear(metrics)
     ckpt.save(out, checkpoint_bytes, metrics, blob, checkpoint["history"])
     metrics["path"] = str(out)
-    for line in metrics["warnings"]:
+    for line in metrics["warnings"] if warn else ():
         print(f"warning: {line}", file=sys.stderr)
     return metrics
 

@@ -20,6 +20,7 @@ from polyniod_firmware import features
 
 from host.errors import UserError
 
+VELOCITY_TICKS = 3  # the inverse model's velocity: the angle now against 3 ticks ago (noise /3 of a 1-tick difference)
 LATENCY_S = 0.05  # an SG90 answers a new pulse after ~50 ms (REFERENCE.md: 10 deg take 80 ms)
 
 
@@ -46,19 +47,23 @@ def ahead_ticks(rate_hz, ahead=None):
 
 
 def inverse(joints, rate_hz, ahead=None):
-    """Feed-forward controller: the angle now, the pulse sent last tick, the angle wanted K ticks ahead -> the pulse.
+    """Feed-forward controller: the angle now and VELOCITY_TICKS ago, the pulse sent last tick, the angle wanted K
+    ticks ahead -> the pulse.
 
     Learned from logged data, where the wanted angle is the one actually reached K ticks later. The
     previous pulse, not the previous angle: it carries the servo's state (direction, backlash side)
-    without the ADC's noise, which an angle difference feeds straight into the pulse. On the virtual
-    Gen0 the joint's jitter at rest went from 2.7 deg std to 1.3-1.8 (the linear mapping: 0.65), and
-    the tracking RMSE over the held-out trajectories from ~3.0 to ~2.3 deg (host/EVAL.md). Measured and
-    not kept (closed-loop RMSE and step overshoot, means over training seeds, default and heavy-limb
-    units): a velocity (`<joint>_deg@-3`; with the preview it helps the heavy shoulder on average but makes
-    one training seed in three much worse), the pulse history (`@-3`, `@-5`), the gyro (`gz`: worse)
+    without the ADC's noise, which an angle difference one tick apart feeds straight into the pulse. On
+    the virtual Gen0 the joint's jitter at rest went from 2.7 deg std to 1.3-1.8 (the linear mapping:
+    0.65), and the tracking RMSE over the held-out trajectories from ~3.0 to ~2.3 deg (host/EVAL.md).
+    The angle 3 ticks ago gives the joint's velocity over 30 ms, through which a heavy limb's inertia
+    shows: with the best of three training seeds (candidates.py) the heavy limb's shoulder went from
+    2.57-2.66 to 2.09-2.39 deg, the default units' joints within 0.1 deg either way; with one seed it
+    made one training in three much worse, which the closed-loop figure ranks last (host/EVAL.md
+    "Velocity"). Measured and not kept: the pulse history (`@-3`, `@-5`), the gyro (`gz`: worse)
     (host/EVAL.md "Excitation and inputs"). The other joint's state is already in: one model, both joints."""
     k = ahead_ticks(rate_hz, ahead)
-    inputs = [f for j in joints for f in (f"{j}_deg", f"{j}_cmd_us@-1", f"{j}_target_deg@+{k}")]
+    inputs = [f for j in joints for f in (f"{j}_deg", f"{j}_deg@-{VELOCITY_TICKS}", f"{j}_cmd_us@-1",
+                                          f"{j}_target_deg@+{k}")]
     return Task("inverse", inputs, [f"{j}_cmd_us" for j in joints], options={"ahead": k})
 
 
