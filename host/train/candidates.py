@@ -37,9 +37,9 @@ def check(candidates):
     return candidates
 
 
-def train_best(task, sessions, out, candidates, seed, progress, say, **settings):
-    """pipeline.train of `task` with seeds seed .. seed+candidates-1; the best one's metrics, with
-    metrics["candidates"] saying what each seed was predicted to do. sessions: loaded Sessions."""
+def train_best(train, task, sessions, out, candidates, seed, progress, say, **settings):
+    """train (pipeline.train, which calls this) of `task` with seeds seed .. seed+candidates-1; the best one's
+    metrics, with metrics["candidates"] saying what each seed was predicted to do. sessions: loaded Sessions."""
     from host.train import checkpoint as ckpt
 
     out = Path(out)
@@ -53,7 +53,7 @@ def train_best(task, sessions, out, candidates, seed, progress, say, **settings)
     pool = context.Pool(min(candidates, (os.cpu_count() or 1) + 1), initializer=_ignore_ctrl_c)  # 3 on 2 cores: 11 s, 2: 15
     try:
         paths = [str(x.path) for x in sessions]  # a loaded Session does not pickle; each process reads the files
-        jobs = [pool.apply_async(_one, (task, paths, work / str(s) / out.name, s,
+        jobs = [pool.apply_async(_one, (train, task, paths, work / str(s) / out.name, s,
                                         f"seed {s}: " if progress else False, settings)) for s in seeds]
         pool.close()
         trained = []
@@ -96,8 +96,6 @@ def _ignore_ctrl_c():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _one(task, sessions, out, seed, progress, settings):
-    from host.train import pipeline
-
+def _one(train, task, sessions, out, seed, progress, settings):
     sys.stdout = sys.stderr  # nothing of a candidate's reaches the parent's stdout (--json prints there)
-    return pipeline.train(task, sessions, out=out, progress=progress, seed=seed, warn=False, **settings)
+    return train(task, sessions, out=out, progress=progress, seed=seed, warn=False, **settings)

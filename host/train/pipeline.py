@@ -52,7 +52,7 @@ def train(task, sessions=(), out=None, progress=True, ahead=None, device=None, u
     t = task_for(task, loaded, **({} if ahead is None else {"ahead": ahead}))
     config = _config(t, settings)  # a wrong setting fails here once, not in every candidate
     if check(candidates) > 1:
-        best = train_best(task, loaded, out or Path("models") / task, candidates, config.seed, progress, say,
+        best = train_best(train, task, loaded, out or Path("models") / task, candidates, config.seed, progress, say,
                           ahead=ahead, device=device, val=val, **{k: v for k, v in settings.items() if k != "seed"})
         for line in best["warnings"]:
             print(f"warning: {line}", file=sys.stderr)
