@@ -21,7 +21,7 @@ from host.link.client import Link
 from host.report import dropped_warning, pulse_errors, stop_text, write_report
 from host.sessions import load
 from host.sessions.plot import plot as plot_session
-from host.train.candidates import CANDIDATES
+from host.train.candidates import CANDIDATES, train  # no PyTorch in this process: the candidates' load it
 
 COLLECT_S = 45.0  # of excitation, in all (excitation()): 20 s multisine, 20 s steps, 5 s validation steps
 MULTISINE_SHARE, VALIDATION_SHARE = 4 / 9, 1 / 9  # of the excitation seconds (validation: early stopping only)
@@ -74,12 +74,6 @@ def run_dir(out=None, kind="demo"):
         raise UserError(f"cannot create the run directory {path}: {e.strerror}") from None
     return path
 
-
-def train(*args, **kwargs):
-    """host.train.pipeline.train, loaded when the demo trains: PyTorch is not needed for `host demo --help`."""
-    from host.train import pipeline
-
-    return pipeline.train(*args, **kwargs)
 
 
 class Demo:

@@ -29,7 +29,7 @@ from host.evaluate import SECONDS, TRAJECTORIES, evaluate
 from host.files import save_figure, write_json
 from host.link.client import Link
 from host.sessions import load
-from host.train.candidates import CANDIDATES
+from host.train.candidates import CANDIDATES, train
 
 COLLECT_S = 20.0  # of on-policy tracking per round
 PIECE_S = 10.0  # one sent trajectory: RAM on the board holds ~10 s of targets at 100 Hz with room to spare
@@ -91,9 +91,7 @@ def collect_on_policy(port, out, name, seconds, seed, say=print, stop=None):
 
 def _train(sessions, n_val, out, epochs, seed, say=lambda line: None):
     """The round's model: CANDIDATES seeds side by side, the one the closed-loop figure ranks best kept."""
-    from host.train import pipeline  # PyTorch: loaded when a round trains
-
-    return pipeline.train("inverse", sessions, out=out, progress=False, epochs=epochs, patience=PATIENCE,
+    return train("inverse", sessions, out=out, progress=False, epochs=epochs, patience=PATIENCE,
                           seed=seed * CANDIDATES, val=n_val, candidates=CANDIDATES, say=say)
 
 

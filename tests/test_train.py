@@ -26,7 +26,7 @@ from host.export.reference import Reference
 from host.firmware_files import load_robot
 from host.sessions import load
 from host.sim import VirtualGen0
-from host.train import checkpoint as ckpt
+from host.train import candidates, checkpoint as ckpt
 from host.train.dataset import RESYNC_S, SPLIT_GAP, from_sessions, session_rows, task_for
 from host.train.fit import predict
 from host.train.pipeline import resume, train
@@ -284,8 +284,8 @@ def test_settings_nothing_can_train_or_the_device_cannot_run_are_one_line(tmp_pa
 @pytest.mark.slow
 def test_candidates_keep_the_seed_the_closed_loop_figure_ranks_best(session_file, tmp_path):
     said = []
-    m = train("inverse", [session_file], out=tmp_path / "best", progress=False, epochs=6, seed=5, candidates=3,
-              say=said.append)
+    m = candidates.train("inverse", [session_file], out=tmp_path / "best", progress=False, epochs=6, seed=5, candidates=3,
+                         say=said.append)
     c = m["candidates"]
     assert c["seeds"] == [5, 6, 7] and all(v is not None for v in c["predicted_deg"]) and len(set(c["predicted_deg"])) > 1
     assert c["kept_seed"] == c["seeds"][c["predicted_deg"].index(min(c["predicted_deg"]))]

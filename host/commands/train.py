@@ -122,8 +122,7 @@ def _train(args):
         out = Path(args.out) if args.out else Path("models") / task
         if out.exists() and not args.force:
             raise UserError(f"{out} exists: give another --out, --force to replace it, or --resume {out}")
-        from host.train.candidates import CANDIDATES
-        from host.train.pipeline import train
+        from host.train.candidates import CANDIDATES, train
 
         candidates = args.candidates or (CANDIDATES if task == "inverse" else 1)  # only inverse has the figure
         metrics = train(task, args.sessions, out=out, progress=not args.quiet, ahead=args.ahead, hidden=args.hidden,

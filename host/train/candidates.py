@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 
 from host.errors import UserError
+from host.sessions.stats import check_warnings
+from host.train import checkpoint as ckpt
+from host.train.dataset import load_sessions, of_unit, task_for
 
 CANDIDATES = 3  # three seeds: 11 s for the demo's training on 2 cores (one: 7.6 s); best of three never picked a bad seed
 MAX_CANDIDATES = 16
@@ -37,14 +40,23 @@ def check(candidates):
     return candidates
 
 
-def train_best(train, task, sessions, out, candidates, seed, progress, say, **settings):
-    """train (pipeline.train, which calls this) of `task` with seeds seed .. seed+candidates-1; the best one's
-    metrics, with metrics["candidates"] saying what each seed was predicted to do. sessions: loaded Sessions."""
-    from host.train import checkpoint as ckpt
+def train(task, sessions=(), out=None, candidates=1, seed=None, progress=True, unit=None, say=print, **settings):
+    """pipeline.train of `task` (its arguments), or with candidates > 1 that many seeds (seed, seed+1, ...) side
+    by side, the one the closed-loop figure ranks best written to `out`: its metrics, with metrics["candidates"]
+    (the seeds, each one's predicted tracking, the kept seed). `say` tells how the candidates did. This process
+    needs no PyTorch: it only checks the sessions and the task before the candidates start."""
+    if check(candidates) == 1:
+        from host.train import pipeline
 
-    out = Path(out)
+        return pipeline.train(task, sessions, out=out, progress=progress, seed=seed, unit=unit, **settings)
+    loaded = of_unit(load_sessions(sessions), unit)
+    for line in check_warnings(loaded):
+        print(f"warning: {line}", file=sys.stderr)
+    ahead = settings.get("ahead")
+    task_for(task, loaded, **({} if ahead is None else {"ahead": ahead}))  # a wrong task fails once, here
+    out = Path(out or Path("models") / task)
     out.parent.mkdir(parents=True, exist_ok=True)
-    seeds = [seed + k for k in range(candidates)]
+    seeds = [(seed or 0) + k for k in range(candidates)]
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".candidates", dir=out.parent))
     started = time.perf_counter()
     say(f"training {candidates} candidates side by side (seeds {', '.join(map(str, seeds))}); the one the "
@@ -52,9 +64,9 @@ def train_best(train, task, sessions, out, candidates, seed, progress, say, **se
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: torch's thread pools do not survive fork
     pool = context.Pool(min(candidates, (os.cpu_count() or 1) + 1), initializer=_ignore_ctrl_c)  # 3 on 2 cores: 11 s, 2: 15
     try:
-        paths = [str(x.path) for x in sessions]  # a loaded Session does not pickle; each process reads the files
-        jobs = [pool.apply_async(_one, (train, task, paths, work / str(s) / out.name, s,
-                                        f"seed {s}: " if progress else False, settings)) for s in seeds]
+        paths = [str(x.path) for x in loaded]  # a loaded Session does not pickle; each process reads the files
+        jobs = [pool.apply_async(_one, (task, paths, work / str(s) / out.name, s, f"seed {s}: " if progress else False,
+                                        settings)) for s in seeds]
         pool.close()
         trained = []
         for s, job in zip(seeds, jobs):
@@ -72,10 +84,12 @@ def train_best(train, task, sessions, out, candidates, seed, progress, say, **se
         ckpt.install(kept, out)
         best["path"] = str(out)
         pool.join()
-        return best
     finally:
         pool.terminate()  # a Ctrl-C or an error: the other candidates are not left running
         shutil.rmtree(work, ignore_errors=True)
+    for line in best["warnings"]:
+        print(f"warning: {line}", file=sys.stderr)
+    return best
 
 
 def _finite(v):
@@ -96,6 +110,8 @@ def _ignore_ctrl_c():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _one(train, task, sessions, out, seed, progress, settings):
+def _one(task, sessions, out, seed, progress, settings):
+    from host.train import pipeline
+
     sys.stdout = sys.stderr  # nothing of a candidate's reaches the parent's stdout (--json prints there)
-    return train(task, sessions, out=out, progress=progress, seed=seed, warn=False, **settings)
+    return pipeline.train(task, sessions, out=out, progress=progress, seed=seed, warn=False, **settings)

@@ -13,16 +13,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-
 from host.errors import UserError
-from host.train.model import MLP
 
 FORMAT = 1
 FILES = ("checkpoint.pt", "metrics.json", "curves.png", "model.bin")
 
 
 def to_bytes(checkpoint):
+    import torch  # here, not at the top: candidates.py installs directories without loading PyTorch
+
     buf = io.BytesIO()
     torch.save(checkpoint, buf)
     return buf.getvalue()
@@ -83,6 +82,8 @@ def load(path):
     file = path / "checkpoint.pt" if path.is_dir() else path
     if not file.is_file():
         raise UserError(f"no model at {path}: a model directory holds checkpoint.pt (see `host models`)")
+    import torch
+
     try:
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for a damaged or foreign file
@@ -97,6 +98,8 @@ def load(path):
 
 def build(checkpoint):
     """The MLP of a checkpoint with its weights (and its quantisation-aware state)."""
+    from host.train.model import MLP
+
     c = checkpoint["config"]
     model = MLP(len(checkpoint["inputs"]), c["hidden"], len(checkpoint["outputs"]), c["act"], c["first_act"])
     model.load_state_dict(checkpoint["state_dict"])

@@ -16,6 +16,7 @@ import numpy as np
 from polyniod_firmware import features
 
 from host.errors import UserError
+from host.sessions import Session, find_session, load
 from host.sessions.load import same_unit
 from host.sessions.stats import robot_of
 from host.train.tasks import TASKS
@@ -242,3 +243,17 @@ def normalisation(x, y):
 def dropped_text(dropped):
     """Rows left out, by reason, in words: "5 not driven, 11 edges"."""
     return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dropped.items() if v) or "nothing"
+
+
+def load_sessions(items, hint=""):
+    """Sessions given as paths, names (`host sessions`) or loaded Sessions, loaded."""
+    out = []
+    for item in items:
+        if isinstance(item, Session):
+            out.append(item)
+            continue
+        try:
+            out.append(load(find_session(item)))
+        except UserError as e:
+            raise UserError(f"{e}{hint}") from None
+    return out

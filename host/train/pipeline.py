@@ -20,18 +20,17 @@ from host.calibration import calibrate
 from host.errors import UserError
 from host.export.quantize import export, int8_error
 from host.export.reference import Reference
-from host.sessions import Session, find_session, load
 from host.sessions.stats import check_warnings, robot_of
 from host.train import checkpoint as ckpt, rollout
-from host.train.candidates import check, train_best
-from host.train.dataset import from_sessions, normalisation, of_unit, output_label, synthetic, task_for
+from host.train.dataset import (from_sessions, load_sessions, normalisation, of_unit, output_label, synthetic,
+                                task_for)
 from host.train.fit import Config, History, auto_batch, device_for, fit, predict, rmse
 from host.train.model import MLP
 from polyniod_firmware import features, mlp, preview
 
 
-def train(task, sessions=(), out=None, progress=True, ahead=None, device=None, unit=None, val=None, candidates=1,
-          warn=True, say=print, **settings):
+def train(task, sessions=(), out=None, progress=True, ahead=None, device=None, unit=None, val=None, warn=True,
+          **settings):
     """Train a new model of `task` on sessions (paths, names or loaded Sessions); write `out`; its metrics.
 
     Sessions of several boards are pooled; unit (a board's unit id) keeps only that board's. metrics.json's
@@ -41,22 +40,15 @@ def train(task, sessions=(), out=None, progress=True, ahead=None, device=None, u
     device (cpu, default; cuda) and progress are choices of this run, not settings of the model:
     the checkpoint keeps neither, and a resume picks its own. val: how many of the last sessions validate
     (default: dataset.from_sessions' rule), so that sessions added later (host learn's rounds) train.
-    candidates > 1: train that many seeds (seed, seed+1, ...) side by side and keep the one the closed-loop
-    figure ranks best (candidates.py; `say` tells which); metrics["candidates"] says what each did."""
+    warn: print the sessions' and the model's warnings (a candidate's are printed by candidates.py)."""
     started = time.perf_counter()
     device = _device(device)
-    loaded = of_unit(_load_sessions(sessions), unit)
+    loaded = of_unit(load_sessions(sessions), unit)
     if warn:
         for line in check_warnings(loaded):
             print(f"warning: {line}", file=sys.stderr)
     t = task_for(task, loaded, **({} if ahead is None else {"ahead": ahead}))
-    config = _config(t, settings)  # a wrong setting fails here once, not in every candidate
-    if check(candidates) > 1:
-        best = train_best(train, task, loaded, out or Path("models") / task, candidates, config.seed, progress, say,
-                          ahead=ahead, device=device, val=val, **{k: v for k, v in settings.items() if k != "seed"})
-        for line in best["warnings"]:
-            print(f"warning: {line}", file=sys.stderr)
-        return best
+    config = _config(t, settings)
     data = synthetic(t, config.seed) if t.data else from_sessions(loaded, t, n_val=val)
     norm = normalisation(data.x_train, data.y_train)
     torch.manual_seed(config.seed)
@@ -81,7 +73,7 @@ def resume(model_dir, epochs=None, sessions=None, progress=True, device=None, un
             raise UserError(f"--epochs {epochs}: give a whole number >= 1")
         config.epochs = int(epochs)
     paths = sessions if sessions else checkpoint["sessions"]
-    loaded = of_unit(_load_sessions(paths, hint=f" (it trained {model_dir}; give the sessions to resume on)"), unit)
+    loaded = of_unit(load_sessions(paths, hint=f" (it trained {model_dir}; give the sessions to resume on)"), unit)
     t = task_for(config.task, loaded, **config.options)
     data = synthetic(t, config.seed) if t.data else from_sessions(loaded, t)
     if (list(t.inputs), list(t.outputs)) != (checkpoint["inputs"], checkpoint["outputs"]):
@@ -274,19 +266,6 @@ def _config(task, settings):
     if any(h < 1 for h in config.hidden):
         raise UserError(f"--hidden {','.join(map(str, config.hidden))}: layer widths are >= 1")
     return config
-
-
-def _load_sessions(items, hint=""):
-    out = []
-    for item in items:
-        if isinstance(item, Session):
-            out.append(item)
-            continue
-        try:
-            out.append(load(find_session(item)))
-        except UserError as e:
-            raise UserError(f"{e}{hint}") from None
-    return out
 
 
 def _on_cpu(value):
