@@ -35,8 +35,8 @@ class Recorder:
 
     name: the session's name, or name(hello) -> it, for a name that carries the board's unit id."""
 
-    def __init__(self, port, out=None, name=None, header=None, progress=True, say=None):
-        self.port = port
+    def __init__(self, port, out=None, name=None, header=None, progress=True, say=None, known=None):
+        self.port, self.known = port, known  # known: Link.known of the previous recording (Link.connect)
         self.out, self.name, self.extra = sessions_dir(out), name, dict(header or {})
         self.progress = progress
         self.say = say or _print_err
@@ -75,7 +75,7 @@ class Recorder:
         """Open the port, connect (versions checked), write the header; returns the hello."""
         self.link.open()
         try:
-            self.hello = self.link.connect()
+            self.hello = self.link.connect(known=self.known)
             header = {"port": self.port, "baud": self.baud, "hello": self.hello.data, "robot": self.hello.robot,
                       **self.extra}
             with self._lock:

@@ -181,6 +181,7 @@ def evaluate(port, lin, names=TRAJECTORIES, seconds=SECONDS, controllers=CONTROL
     if "model" in controllers and not hello.model:
         notes.append("controller model skipped: no model on the board (deploy one: `host deploy MODEL --port P`)")
         controllers.remove("model")
+    known = link.known  # each run's recording connects without asking for the hello again (Link.connect)
     for traj in plan:
         for c in controllers:
             args = [f"controller={c}"] + ([f"lin={','.join(f'{v:g}' for v in lin)}"] if c == "linear" else [])
@@ -191,7 +192,7 @@ def evaluate(port, lin, names=TRAJECTORIES, seconds=SECONDS, controllers=CONTROL
                 first = None
                 for attempt in (1, 2) if rerun else (1,):  # an unclean run (a stall, a lost frame) once more
                     send = c == controllers[0] and rep == 0 and attempt == 1
-                    path = _record(port, out, name, header, traj, c, args, send, say, stop)
+                    path, known = _record(port, out, name, header, traj, c, args, send, say, stop, known)
                     run = score(load(path), traj.lead_in, port)
                     if run["clean"] or attempt == 2 or not rerun:
                         break
@@ -206,9 +207,10 @@ def evaluate(port, lin, names=TRAJECTORIES, seconds=SECONDS, controllers=CONTROL
             "runs": runs, "summary": summarize(runs), "notes": notes}
 
 
-def _record(port, out, name, header, traj, c, args, send, say, stop):
-    """One track run of traj with controller c, recorded as a session; its path. send: the trajectory first."""
-    rec = Recorder(port, out, name, header, progress=False, say=say)
+def _record(port, out, name, header, traj, c, args, send, say, stop, known=None):
+    """One track run of traj with controller c, recorded as a session; its path and the link's `known` for the
+    next. send: the trajectory first."""
+    rec = Recorder(port, out, name, header, progress=False, say=say, known=known)
     rec.start()
     with rec:
         if send:
@@ -230,7 +232,7 @@ def _record(port, out, name, header, traj, c, args, send, say, stop):
         raise DeviceError(f"{rec.fault}; session kept: {rec.kept()}")
     if stop is not None and stop.is_set():
         raise UserError(f"stopped by the user; the sessions so far are in {out}")
-    return rec.path
+    return rec.path, rec.link.known
 
 
 def _quality_text(run):

@@ -15,6 +15,8 @@ import pytest
 from polyniod_firmware import protocol as P
 
 from host.collect import Recorder
+from host.errors import DeviceError
+from host.link.client import Link
 from host.firmware_files import load_robot
 from host.sessions import load
 from host.sessions.store import BYTES, read_records
@@ -226,3 +228,42 @@ def test_durations_no_clock_reaches_are_refused_before_connecting(capsys):
             assert main(["collect", "--port", "/dev/null-port", "--program", program, "--duration", duration]) == 1
             err = capsys.readouterr().err.strip().splitlines()
             assert len(err) == 1 and err[0].startswith(f"error: --duration {duration}: give seconds > 0"), err
+
+
+def record_idle(port, out, name, known=None, seconds=0.5):
+    """A short recording of the idle board; the Recorder (its link's `known` is the next one's)."""
+    rec = Recorder(port, out=out, name=name, progress=False, known=known)
+    rec.start()
+    with rec:
+        rec.record(until=time.monotonic() + seconds)
+        rec.finish("duration reached")
+    return rec
+
+
+@pytest.mark.slow
+def test_a_recording_moments_after_another_skips_the_hello_unless_the_board_restarted(gen0, tmp_path):
+    """eval's runs connect one after another: the hello (3.7 KB, 0.3 s at 115200 baud) comes once, and the
+    board's clock tells whether it is still the same run of the firmware."""
+    first = record_idle(gen0.port, tmp_path, "first")
+    hellos = lambda rec: sum(f[0] == P.T_HELLO for f in frames_of(rec.path)[0])  # noqa: E731
+    assert hellos(first) >= 1 and first.link.known is not None
+    known = first.link.known
+    second = record_idle(gen0.port, tmp_path, "second", known=known)
+    assert hellos(second) == 0 and second.hello is known[0]  # taken from the connection before
+    s = load(second.path)
+    assert s.complete and s.stats["drops"] == 0 and len(s) >= 0.3 * RATE and s.hello["schema"] == first.hello["schema"]
+    # the board restarts while no host listens: its boot hello is lost, its clock counts from 0 again
+    with Link(gen0.port) as link:
+        link.connect(known=second.link.known)
+        link.send("reset")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # until the new boot answers (its hello goes to these links, not to third)
+        with Link(gen0.port) as link:
+            try:
+                link.request("ping", timeout=1.0, retries=0)
+                break
+            except DeviceError:
+                pass
+    third = record_idle(gen0.port, tmp_path, "third", known=second.link.known)
+    assert hellos(third) >= 1 and third.hello is not known[0]  # asked for a new one
+    assert load(third.path).complete

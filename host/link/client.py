@@ -26,6 +26,8 @@ from host.link.hello import Hello
 
 
 RECORD_S = 0.05  # reads handed to on_bytes at once: one session record each, ~10 frames at 200 Hz
+RESUME_WAIT_S = 0.2  # connect(known=...): for a telemetry frame after the ping (the board streams at 100 Hz)
+RESUME_SLACK_S = 0.25  # its clock against the host's since known's frame (a restart lands ~the whole uptime off)
 
 
 class CommandError(DeviceError):
@@ -67,6 +69,7 @@ class Link:
         self._stop = threading.Event()
         self._thread = None
         self.error = None  # set when the port vanished under us
+        self.last_telemetry = None  # (board t_us, host monotonic s) of the newest telemetry frame
 
     # -- lifetime -------------------------------------------------------------
     def open(self):
@@ -168,6 +171,7 @@ class Link:
                         self._no_echo = True
                 self._ack_cv.notify_all()
         elif ftype == P.T_TELEMETRY:
+            self.last_telemetry = (t_us, time.monotonic())
             self._put(self.telemetry, (now, seq, t_us, payload))
         elif ftype == P.T_LOG and payload:
             self._put(self.logs, (now, *P.parse_log(payload)))
@@ -322,8 +326,15 @@ class Link:
         return json.loads(data) if data else None
 
     # -- connecting -----------------------------------------------------------
-    def connect(self, timeout=2.0, start=True):
-        """Ask for the hello, check versions; start the firmware if the board sits at the REPL."""
+    def connect(self, timeout=2.0, start=True, known=None):
+        """Ask for the hello, check versions; start the firmware if the board sits at the REPL.
+
+        known: (hello, board t_us, host monotonic s) of a connection to this port moments ago (`Link.known`):
+        when the board's clock shows it has run on since, that hello is taken as this one, and the 3.7 KB of
+        a new one (0.3 s at 115200 baud) are not asked for. A board restarted since gets asked."""
+        hello = self._resume(known, timeout) if known else None
+        if hello is not None:
+            return hello
         hello = self._ask_hello(timeout)
         if hello is None and self.decoder.frames:  # our firmware streams but did not answer yet: a board still
             hello = self._ask_hello(2 * timeout)  # booting (an ESP32 compiles .py modules), a busy host under a sim
@@ -334,6 +345,33 @@ class Link:
             raise DeviceError(self._diagnose())
         self._check_versions(hello)
         return hello
+
+    @property
+    def known(self):
+        """What connect(known=...) needs to skip the next connection's hello; None before a hello and telemetry."""
+        return (self.hello, *self.last_telemetry) if self.hello is not None and self.last_telemetry else None
+
+    def _resume(self, known, timeout):
+        """known's hello if a telemetry frame after the ping shows the same boot: its clock moved on by the host's
+        time since known's frame, within RESUME_SLACK_S (a restarted board counts from 0), else None."""
+        hello, t_us, then = known
+        try:
+            self._sync("hello", timeout / 3, 2)
+        except DeviceError:
+            if self.error:
+                raise
+            return None
+        synced = time.monotonic()
+        while time.monotonic() < synced + RESUME_WAIT_S and not self.error:
+            seen = self.last_telemetry
+            if seen and seen[1] >= synced:
+                board_s = ((seen[0] - t_us) % P.TICKS_PERIOD) / 1e6
+                if abs(board_s - (seen[1] - then)) > RESUME_SLACK_S:
+                    return None
+                self.hello, self.schema = hello, hello.schema
+                return hello
+            time.sleep(0.005)
+        return None
 
     def _ask_hello(self, timeout):
         self._hello_event.clear()
