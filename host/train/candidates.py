@@ -1,7 +1,7 @@
 """Train one model several times with other seeds, side by side, and keep the one predicted to track best.
 
 The training seed alone moves an inverse model's closed-loop tracking by up to 0.6 deg on the same
-sessions (host/EVAL.md "Candidates"), while the training's closed-loop figure (rollout.py) ranks the
+sessions (host/EVAL.md "Velocity again"), while the training's closed-loop figure (rollout.py) ranks the
 seeds as eval does. So `host train`, the demo and `host learn` train CANDIDATES seeds, each in a
 process of its own (one torch thread each: these nets are too small for more), and keep the best by
 that figure. Only the kept model's directory is written to `out`, whole, as one training writes it.

@@ -59,8 +59,8 @@ def inverse(joints, rate_hz, ahead=None):
     shows: with the best of three training seeds (candidates.py) the heavy limb's shoulder went from
     2.57-2.66 to 2.09-2.39 deg, the default units' joints within 0.1 deg either way; with one seed it
     made one training in three much worse, which the closed-loop figure ranks last (host/EVAL.md
-    "Velocity"). Measured and not kept: the pulse history (`@-3`, `@-5`), the gyro (`gz`: worse)
-    (host/EVAL.md "Excitation and inputs"). The other joint's state is already in: one model, both joints."""
+    "Velocity again", "Velocity and candidates: built"). Measured and not kept: the pulse history
+    (`@-3`, `@-5`), the gyro (`gz`: worse) (host/EVAL.md "Excitation and inputs"). The other joint's state is already in: one model, both joints."""
     k = ahead_ticks(rate_hz, ahead)
     inputs = [f for j in joints for f in (f"{j}_deg", f"{j}_deg@-{VELOCITY_TICKS}", f"{j}_cmd_us@-1",
                                           f"{j}_target_deg@+{k}")]
