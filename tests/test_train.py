@@ -328,3 +328,15 @@ def test_ctrl_c_while_candidates_train_keeps_the_old_model_and_leaves_no_process
         time.sleep(0.2)
     else:
         pytest.fail("a candidate's process outlived the Ctrl-C")
+
+
+def test_candidates_of_a_task_without_a_closed_loop_figure_are_ranked_by_validation_loss(tmp_path):
+    said = []
+    m = candidates.train("xor", out=tmp_path / "x", candidates=2, epochs=20, progress=False, say=said.append)
+    c = m["candidates"]
+    assert c["seeds"] == [0, 1] and c["predicted_deg"] == [None, None] and len(said) == 3
+    assert all("no closed-loop figure, validation loss" in line for line in said[1:])
+    losses = [float(line.rsplit("loss ", 1)[1].split()[0]) for line in said[1:]]
+    assert c["kept_seed"] == c["seeds"][losses.index(min(losses))] and m["val_loss"] == pytest.approx(min(losses), abs=1e-5)
+    with pytest.raises(UserError, match="--candidates 0: give a whole number from 1 to 16"):
+        candidates.train("xor", out=tmp_path / "y", candidates=0)

@@ -71,12 +71,11 @@ def train(task, sessions=(), out=None, candidates=1, seed=None, progress=True, u
         trained = []
         for s, job in zip(seeds, jobs):
             m = _wait(job)
-            say(f"  seed {s}: predicted tracking {predicted(m):.2f}° "
-                f"({m['epochs_run']} epochs, {m['timings']['total_s']:.1f} s)")
+            figure = f"predicted tracking {predicted(m):.2f}°" if math.isfinite(predicted(m)) else \
+                f"no closed-loop figure, validation loss {m['val_loss']:.5f}"
+            say(f"  seed {s}: {figure} ({m['epochs_run']} epochs, {m['timings']['total_s']:.1f} s)")
             trained.append(m)
-        best = min(trained, key=predicted)
-        if not math.isfinite(predicted(best)):
-            best = trained[0]  # no figure to rank by (not an inverse task, or no rollout): the first seed's
+        best = min(trained, key=lambda m: (predicted(m), m["val_loss"]))  # no figure (not inverse): the loss ranks
         best["candidates"] = {"seeds": seeds, "predicted_deg": [_finite(predicted(m)) for m in trained],
                               "kept_seed": best["config"]["seed"], "seconds": round(time.perf_counter() - started, 1)}
         kept = Path(best["path"])
