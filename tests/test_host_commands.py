@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from host.firmware_files import load_robot
+from host.firmware_files import firmware_files, load_robot
 from host.link.client import Link
 from tests.helpers import junk_device, mpremote
 
@@ -65,12 +65,22 @@ def test_flash_mpy_compiles_modules(sim):
     assert "main.py" in listing and "boot.py" in listing
 
 
+def test_flash_sends_the_files_compressed_and_the_board_holds_them_byte_for_byte(sim):
+    proc = host("flash", "--port", sim.port, "--py", timeout=180)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "KiB, compressed) to" in proc.stdout  # the virtual Gen0's MicroPython has `deflate`, as an ESP32's
+    files = firmware_files()
+    assert len(files) > 10 and {name: (sim.flash_dir / name).read_bytes() for _, name in files} == \
+        {name: src.read_bytes() for src, name in files}
+
+
 def test_flash_checks_every_chunk_and_an_interrupted_flash_keeps_the_old_firmware(sim):
     """Files go in base64 execs, each chunk checked against its CRC on the board; a Ctrl-C mid-copy leaves
     the staging folder, never a mix: the board boots the firmware it had, and the next flash completes."""
     import binascii
     import signal
     import time
+    import zlib
 
     from host.flash.firmware import chunk_script
 
@@ -86,6 +96,16 @@ def test_flash_checks_every_chunk_and_an_interrupted_flash_keeps_the_old_firmwar
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "x.bin: damaged on the way" in out.stdout + out.stderr
     assert not (sim.flash_dir / "x.bin").exists()
+    # compressed (the board has `deflate`): another valid stream fails the CRC, a broken one too
+    packed = chunk_script("x.bin", data, 0, "x.bin", len(data), packed=True)
+    b64 = packed.split("a2b_base64('")[1].split("'")[0]
+    z = zlib.compressobj(9, zlib.DEFLATED, 10)
+    truncated = binascii.b2a_base64(binascii.a2b_base64(b64)[:-6], newline=False).decode()
+    for bad in (binascii.b2a_base64(z.compress(other) + z.flush(), newline=False).decode(), truncated):
+        out = subprocess.run([sys.executable, "-m", "mpremote", "connect", sim.port, "exec", packed.replace(b64, bad)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0 and "x.bin: damaged on the way" in out.stdout + out.stderr
+        assert not (sim.flash_dir / "x.bin").exists()
 
     buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as a user's pipe: progress comes line by line
     flash = subprocess.Popen(HOST + ["flash", "--port", sim.port, "--py"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -52,15 +52,17 @@ def _explain(port, output):
 
 
 def board_info(port):
-    """(implementation name, version tuple, mpy field, machine) of the board at `port`."""
+    """(implementation name, version tuple, mpy field, machine, whether it has the `deflate` module) of the board
+    at `port`."""
     code = (
         "import sys,os\n"
+        "try:\n import deflate\n z=1\nexcept ImportError:\n z=0\n"
         "print(repr((sys.implementation.name, tuple(sys.implementation.version[:3]), "
-        "getattr(sys.implementation, '_mpy', 0), os.uname().machine)))"
+        "getattr(sys.implementation, '_mpy', 0), os.uname().machine, z)))"
     )
     out = mpremote(port, "exec", code, timeout=15)
     try:
-        name, version, mpy, machine = ast.literal_eval(out.strip().splitlines()[-1])
-    except (ValueError, SyntaxError, IndexError):
+        name, version, mpy, machine, deflate = ast.literal_eval(out.strip().splitlines()[-1])
+    except (ValueError, SyntaxError, IndexError, TypeError):
         raise DeviceError(f"the board on {port} answered the REPL oddly ({out.strip()[:80]!r}): is it running MicroPython?")
-    return name, tuple(version), mpy, machine
+    return name, tuple(version), mpy, machine, bool(deflate)
