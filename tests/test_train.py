@@ -299,35 +299,56 @@ def test_candidates_keep_the_seed_the_closed_loop_figure_ranks_best(session_file
     assert alone["model_id"] == m["model_id"] and "candidates" not in alone
 
 
+def training_candidates(session_file, out):
+    """`host train` of three candidates in a process group of its own, once their progress lines come; and
+    the lines it writes (a thread reads them)."""
+    proc = subprocess.Popen(HOST + ["train", str(session_file), "--out", str(out), "--force", "--epochs", "500",
+                                    "--patience", "500"], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines = []
+    threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
+    deadline = time.monotonic() + 120
+    while not any(" epoch " in line for line in lines) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)  # the candidates are training (their progress lines have come)
+    assert any(line.startswith("seed ") for line in lines), lines
+    return proc, lines
+
+
+def group_ends(pgid, within_s):
+    """True once no process of the group is left (every candidate, multiprocessing's helpers), within_s at most."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 @pytest.mark.slow
 def test_ctrl_c_while_candidates_train_keeps_the_old_model_and_leaves_no_process(session_file, tmp_path):
     out = tmp_path / "model"
     train("xor", out=out, epochs=1, progress=False)  # the model that must survive
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    proc = subprocess.Popen(HOST + ["train", str(session_file), "--out", str(out), "--force", "--epochs", "500",
-                                    "--patience", "500"], stderr=subprocess.PIPE, text=True, start_new_session=True)
-    lines = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 120
-    while not any(" epoch " in line for line in lines) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)  # the candidates are training (their progress lines have come)
-    assert any(line.startswith("seed ") for line in lines), lines
+    proc, lines = training_candidates(session_file, out)
     os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
     assert proc.wait(60) == 130
-    reader.join(10)
+    time.sleep(0.5)
     assert lines[-1].strip() == "interrupted", lines[-3:]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no candidates' work directory left
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:  # every candidate's process (and multiprocessing's helpers) is gone
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail("a candidate's process outlived the Ctrl-C")
+    assert group_ends(proc.pid, 15), "a candidate's process outlived the Ctrl-C"
+
+
+@pytest.mark.slow
+def test_a_killed_training_takes_its_candidates_with_it(session_file, tmp_path):
+    """kill -9 of `host train` (no Ctrl-C to handle): the candidates notice their parent is gone and end, rather
+    than train on for minutes with nobody to take their models."""
+    proc, _ = training_candidates(session_file, tmp_path / "model")
+    proc.kill()
+    proc.wait(10)
+    assert group_ends(proc.pid, 10), "candidates trained on after their parent was killed"
+    assert not (tmp_path / "model").exists()  # nothing half-written where the model goes
 
 
 def test_candidates_of_a_task_without_a_closed_loop_figure_are_ranked_by_validation_loss(tmp_path):

@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from host.train.dataset import load_sessions, of_unit, task_for
 
 CANDIDATES = 3  # three seeds: 11 s for the demo's training on 2 cores (one: 7.6 s); best of three never picked a bad seed
 MAX_CANDIDATES = 16
+PARENT_CHECK_S = 0.5
 
 
 def predicted(metrics):
@@ -62,7 +64,7 @@ def train(task, sessions=(), out=None, candidates=1, seed=None, progress=True, u
     say(f"training {candidates} candidates side by side (seeds {', '.join(map(str, seeds))}); the one the "
         "closed-loop figure ranks best is kept ...")
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: torch's thread pools do not survive fork
-    pool = context.Pool(min(candidates, (os.cpu_count() or 1) + 1), initializer=_ignore_ctrl_c)  # 3 on 2 cores: 11 s, 2: 15
+    pool = context.Pool(min(candidates, (os.cpu_count() or 1) + 1), initializer=_candidate_process)  # 3 on 2 cores: 11 s, 2: 15
     try:
         paths = [str(x.path) for x in loaded]  # a loaded Session does not pickle; each process reads the files
         jobs = [pool.apply_async(_one, (task, paths, work / str(s) / out.name, s, f"seed {s}: " if progress else False,
@@ -104,9 +106,18 @@ def _wait(job):
             continue
 
 
-def _ignore_ctrl_c():
-    """The terminal's Ctrl-C reaches every candidate too: the parent alone decides, and stops them."""
+def _candidate_process():
+    """The terminal's Ctrl-C reaches every candidate too: the parent alone decides, and stops them. A parent
+    killed outright (kill -9) cannot: each candidate then ends itself within a second, not a training later."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="candidate-parent-watch", daemon=True).start()
 
 
 def _one(task, sessions, out, seed, progress, settings):
