@@ -275,6 +275,12 @@ def test_settings_nothing_can_train_or_the_device_cannot_run_are_one_line(tmp_pa
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and says in err[0], err
         assert not out.exists()
+    (tmp_path / "a-file").write_text("")
+    for where, says in ((tmp_path / "a-file" / "m", "cannot make"), (Path("/proc/polyniod-none/m"), "cannot make"),
+                        (Path("/sys/m"), "cannot write in /sys")):  # before the training, not a traceback after it
+        assert cli.main(["train", "--task", "sin", "--out", str(where), "--quiet", "--candidates", "2"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: --out {where}: {says}") and "give" in err[0], err
     assert cli.main(["train", "--task", "sin", "--out", str(out), "--quiet", "--optim", "sgd", "--lr", "10",
                      "--epochs", "5"]) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from host.errors import UserError
@@ -80,6 +81,18 @@ def check_arguments(args):
                             f"{mlp.MAX_LAYERS - 1} hidden layers of at most {mlp.MAX_WIDTH} each")
 
 
+def writable(out):
+    """A one-line error now, not a traceback after the training, when the model directory cannot be made there."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot make {out.parent} ({e.strerror or e}): give a directory you can write to") from None
+    try:  # a real probe: access() says yes to root on a read-only or virtual file system
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".probe", dir=out.parent))
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot write in {out.parent} ({e.strerror or e}): give another --out") from None
+
+
 def _unexportable(e):
     """True for the ValueError host.export.quantize raises on a model the device cannot run (NaN
     weights after a diverged training, too many weights): the user's settings, not a bug."""
@@ -122,6 +135,7 @@ def _train(args):
         out = Path(args.out) if args.out else Path("models") / task
         if out.exists() and not args.force:
             raise UserError(f"{out} exists: give another --out, --force to replace it, or --resume {out}")
+        writable(out)
         from host.train.candidates import CANDIDATES, train
 
         candidates = args.candidates or (CANDIDATES if task == "inverse" else 1)  # only inverse has the figure
