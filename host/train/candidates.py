@@ -23,7 +23,7 @@ from host.sessions.stats import check_warnings
 from host.train import checkpoint as ckpt
 from host.train.dataset import load_sessions, of_unit, task_for
 
-CANDIDATES = 3  # three seeds: 11 s for the demo's training on 2 cores (one: 7.6 s); best of three never picked a bad seed
+CANDIDATES = 3  # 11-12 s for the demo's training on 2 cores (one seed: 7.6 s); EVAL.md "Velocity and candidates: built"
 MAX_CANDIDATES = 16
 PARENT_CHECK_S = 0.5
 
