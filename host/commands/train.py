@@ -12,12 +12,13 @@ from polyniod_firmware import mlp
 
 MAX_LR = 10.0  # beyond any rate that trains (Adam's usual 1e-3..1e-2; SGD's at most ~1)
 MAX_SEED = (1 << 32) - 1
+MAX_TUNE = 10_000  # ~30 min of closed-loop tuning
 # What a model was trained with, kept by --resume: its shape and inputs (task, hidden, act, ahead), and the
 # training settings that decide its weights for a seed (optim, lr, batch, patience, seed; --qat). batch is one:
 # it sets the steps an epoch and the gradient noise, so the same seed on another batch gives other weights,
 # and these nets fit any device's memory. Not kept: --device, --quiet, --json (how this run goes) and
 # --epochs (how many more).
-SETTINGS = ("task", "hidden", "act", "optim", "lr", "batch", "patience", "ahead", "seed")
+SETTINGS = ("task", "hidden", "act", "optim", "lr", "batch", "patience", "ahead", "seed", "tune")
 
 
 def add_parser(sub):
@@ -40,6 +41,8 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, help="seed for init and shuffles (default 0): same seed, same weights")
     p.add_argument("--candidates", type=int, metavar="N", help="train N seeds (--seed, --seed+1, ...) side by side "
                    "and keep the one the closed-loop figure ranks best (default: 3 for inverse, else 1)")
+    p.add_argument("--tune", type=int, metavar="N", help="inverse: N iterations of closed-loop tuning through learned "
+                   "servos after the fit (default 40, 0: none; host/train/TRAIN.md)")
     p.add_argument("--out", metavar="DIR", help="model directory (default models/TASK)")
     p.add_argument("--force", action="store_true", help="replace an existing model directory")
     p.add_argument("--resume", metavar="DIR", help="continue training the model in DIR (same settings, more epochs; "
@@ -73,6 +76,8 @@ def check_arguments(args):
         from host.train.candidates import check
 
         check(args.candidates)
+    if args.tune is not None and not 0 <= args.tune <= MAX_TUNE:
+        raise UserError(f"--tune {args.tune}: give a whole number of iterations from 0 (none) to {MAX_TUNE}")
     if args.ahead is not None and args.ahead < 0:
         raise UserError(f"--ahead {args.ahead}: give ticks >= 0")
     if args.hidden is not None:
@@ -143,7 +148,7 @@ def _train(args):
                         candidates=candidates, say=lambda line: print(line, file=sys.stderr),
                         act=args.act, optim=args.optim, lr=args.lr, epochs=args.epochs, batch=args.batch,
                         patience=args.patience, qat=args.qat or None, device=args.device, seed=args.seed,
-                        unit=args.unit)
+                        tune=args.tune, unit=args.unit)
     return metrics
 
 

@@ -42,6 +42,7 @@ class Config:
     qat: bool = False
     qat_fraction: float = 0.25  # of the epochs, at the end, trained quantisation-aware
     seed: int = 0
+    tune: int = 0  # iterations of closed-loop tuning after the fit (tune.py; inverse task only)
     options: dict = field(default_factory=dict)  # the task's (e.g. {"ahead": 10})
 
     def to_dict(self):

@@ -21,7 +21,7 @@ from host.errors import UserError
 from host.export.quantize import export, int8_error
 from host.export.reference import Reference
 from host.sessions.stats import check_warnings, robot_of
-from host.train import checkpoint as ckpt, rollout
+from host.train import checkpoint as ckpt, rollout, tune
 from host.train.dataset import (from_sessions, load_sessions, normalisation, of_unit, output_label, synthetic,
                                 task_for)
 from host.train.fit import Config, History, auto_batch, device_for, fit, predict, rmse
@@ -102,11 +102,19 @@ def _train_and_save(model, data, norm, config, history, optimizer_state, out, pr
                                    (data.x_val - in_mean) / in_std, (data.y_val - out_mean) / out_std, config,
                                    history, optimizer_state, progress, device)
     train_s = history.seconds
-    exported = time.perf_counter()
     model.cpu()
+    drive = {**guard_meta(data, loaded), **preview_meta(data, loaded)}
+    n_val = sum(1 for i in data.sessions if i["role"] == "val")
+    tuned = None
+    if config.tune and config.task == "inverse" and loaded:  # tracking, trained through learned servos (tune.py)
+        net = rollout.Net(model, norm, data.inputs, data.outputs)
+        if rollout.drives(net, robot_of(loaded)[0]):
+            label = progress if isinstance(progress, str) else ""
+            tuned = tune.tune(net, loaded, config.tune, config.seed, n_val, drive.get("preview"),
+                              say=(lambda line: print(label + line, file=sys.stderr)) if progress else None)
+    exported = time.perf_counter()
     layers = model.layers()
     out = Path(out)
-    drive = {**guard_meta(data, loaded), **preview_meta(data, loaded)}
     blob = export(layers, (data.x_train - in_mean) / in_std, in_mean, in_std, out_mean, out_std,
                   data.inputs, data.outputs, config.task,
                   meta={"name": out.name, **({"rate_hz": data.rate_hz} if data.rate_hz else {}), **config.options,
@@ -127,7 +135,9 @@ def _train_and_save(model, data, norm, config, history, optimizer_state, out, pr
                               "slew_deg_s": dict(zip(robot_of(loaded)[0], (round(v * data.rate_hz / 100) for v in slews)))}
     if config.task == "inverse" and loaded:  # a figure that predicts closed-loop tracking (rollout.py, TRAIN.md)
         metrics["closed_loop"] = rollout.figure(loaded, rollout.Net(model, norm, data.inputs, data.outputs), config.seed,
-                                                sum(1 for i in data.sessions if i["role"] == "val"), drive.get("preview"))
+                                                n_val, drive.get("preview"))
+    if tuned:
+        metrics["tune"] = tuned
     metrics["sizes"] = {"parameters": sum(p.numel() for p in model.parameters()), "blob_bytes": len(blob),
                         "checkpoint_bytes": len(checkpoint_bytes)}
     metrics["timings"] = {"load_s": round(loaded_s, 3), "train_s": round(train_s, 3),

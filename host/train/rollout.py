@@ -56,22 +56,20 @@ class Net:
         in_mean, in_std, out_mean, out_std = self.norm
         return self._predict(self.model, (np.asarray(x, np.float64) - in_mean) / in_std) * out_std + out_mean
 
+    def tensor(self, x):
+        """The net on a float tensor of physical rows [n, inputs] -> [n, outputs], differentiable."""
+        if not hasattr(self, "_norm_t"):
+            self._norm_t = [torch.as_tensor(v, dtype=torch.float32) for v in self.norm]
+        in_mean, in_std, out_mean, out_std = self._norm_t
+        return self.model((x - in_mean) / in_std) * out_std + out_mean
 
-def figure(sessions, inverse, seed=0, n_val=None, preview=None):
-    """metrics.json's "closed_loop" of an inverse Net trained on `sessions` (the last n_val validating): a
-    forward_task net trained on the same sessions and split, then closed_loop(); {"note": why} when the inverse
-    reads inputs the rollout cannot make or the sessions give the servo model no rows. preview: the blob's meta
-    `preview`, when the model reads shaped targets on the board."""
-    started = time.perf_counter()
+
+def servo(sessions, seed=0, n_val=None):
+    """A forward_task Net trained on `sessions` (the last n_val validating) and its one-tick error per joint (deg);
+    UserError when the sessions give it no rows."""
     joints, rate = robot_of(sessions)
-    known = {f"{j}_{s}" for j in joints for s in ("deg", "cmd_us", "target_deg")}
-    if any(features.parse(f)[0] not in known for f in inverse.inputs):
-        return {"note": "the model reads inputs other than the joints' angles, pulses and targets: no rollout"}
     task = forward_task(joints, rate)
-    try:
-        data = from_sessions(sessions, task, n_val=n_val or None)
-    except UserError as e:
-        return {"note": f"no servo model: {e}"}
+    data = from_sessions(sessions, task, n_val=n_val or None)
     norm = normalisation(data.x_train, data.y_train)
     config = Config(task=task.name, seed=seed)
     config.batch = auto_batch(len(data.x_train))
@@ -81,12 +79,34 @@ def figure(sessions, inverse, seed=0, n_val=None, preview=None):
     fit(model, (data.x_train - in_mean) / in_std, (data.y_train - out_mean) / out_std, (data.x_val - in_mean) / in_std,
         (data.y_val - out_mean) / out_std, config, progress=False)
     model.cpu()
-    forward = Net(model, norm, task.inputs, task.outputs)
-    servo_err = np.sqrt(np.mean((forward(data.x_val) - data.y_val) ** 2, axis=0))
+    net = Net(model, norm, task.inputs, task.outputs)
+    err = np.sqrt(np.mean((net(data.x_val) - data.y_val) ** 2, axis=0))
+    return net, {"task": task.name, "inputs": task.inputs, "val_rmse_deg": dict(zip(joints, np.round(err, 3).tolist())),
+                 "rows": len(data.x_train)}
+
+
+def figure(sessions, inverse, seed=0, n_val=None, preview=None):
+    """metrics.json's "closed_loop" of an inverse Net trained on `sessions` (the last n_val validating): a
+    servo() trained on the same sessions and split, then closed_loop(); {"note": why} when the inverse
+    reads inputs the rollout cannot make or the sessions give the servo model no rows. preview: the blob's meta
+    `preview`, when the model reads shaped targets on the board."""
+    started = time.perf_counter()
+    joints, rate = robot_of(sessions)
+    if not drives(inverse, joints):
+        return {"note": "the model reads inputs other than the joints' angles, pulses and targets: no rollout"}
+    try:
+        forward, about = servo(sessions, seed, n_val)
+    except UserError as e:
+        return {"note": f"no servo model: {e}"}
     out = closed_loop(inverse, forward, joints, rate, preview=preview)
-    out.update(forward={"task": task.name, "inputs": task.inputs, "val_rmse_deg": dict(zip(joints, np.round(servo_err, 3).tolist())),
-                        "rows": len(data.x_train)}, seconds=round(time.perf_counter() - started, 2))
+    out.update(forward=about, seconds=round(time.perf_counter() - started, 2))
     return out
+
+
+def drives(inverse, joints):
+    """Whether the inverse net reads only what a rollout makes: the joints' angles, pulses and targets."""
+    known = {f"{j}_{s}" for j in joints for s in ("deg", "cmd_us", "target_deg")}
+    return all(features.parse(f)[0] in known for f in inverse.inputs)
 
 
 def closed_loop(inverse, forward, joints, rate_hz, names=None, seconds=None, preview=None):
@@ -98,7 +118,7 @@ def closed_loop(inverse, forward, joints, rate_hz, names=None, seconds=None, pre
     plan = ev.trajectories(len(joints), rate_hz, names or ev.TRAJECTORIES, seconds or ev.SECONDS)
     per, sq, n = {}, dict.fromkeys(joints, 0.0), 0
     for traj in plan:
-        angle = _run(inverse, forward, joints, traj.targets, _shaped(traj.targets, preview))
+        angle = _run(inverse, forward, joints, traj.targets, shaped(traj.targets, preview))
         body = slice(traj.lead_in, len(traj.targets))
         err = angle[body] - traj.targets[body]
         per[traj.name] = {j: round(float(np.sqrt(np.mean(err[:, i] ** 2))), 3) for i, j in enumerate(joints)}
@@ -108,7 +128,7 @@ def closed_loop(inverse, forward, joints, rate_hz, names=None, seconds=None, pre
     return {"rmse_deg": {j: round(float(np.sqrt(sq[j] / n)), 3) for j in joints}, "trajectories": per}
 
 
-def _shaped(targets, preview):
+def shaped(targets, preview):
     """The targets [ticks, joints] deg as the board's model reads them: through preview.py's kernel, or as they are."""
     if not preview:
         return targets
@@ -117,40 +137,40 @@ def _shaped(targets, preview):
 
 
 def _run(inverse, forward, joints, targets, read=None):
-    """The simulated angles [ticks, joints] of one closed-loop run from rest at the first target; the inverse
-    reads the targets `read` (shaped, _shaped()) where given."""
-    ticks = len(targets)
-    read = targets if read is None else read
-    cols = {}
-    for i, j in enumerate(joints):
-        cols[f"{j}_deg"] = np.full(ticks + 1, targets[0, i])
-        cols[f"{j}_cmd_us"] = np.full(ticks + 1, np.nan)
-        cols[f"{j}_target_deg"] = np.concatenate([read[:, i], np.repeat(read[-1:, i], features.MAX_FUTURE + 1)])
-    rest = {f"{j}_cmd_us": float(inverse.norm[2][k]) for k, j in enumerate(joints) if f"{j}_cmd_us" in inverse.outputs} \
-        if hasattr(inverse, "norm") else {}
-    inv = [_feature(f) for f in inverse.inputs]
-    fwd = [_feature(f) for f in forward.inputs]
-    inv_out = [o.partition("@")[0] for o in inverse.outputs]
-    fwd_out = [o.partition("@")[0] for o in forward.outputs]
-    for t in range(ticks):
-        x = [_at(cols, s, t + k, rest) for s, k in inv]
-        for name, v in zip(inv_out, inverse(np.array([x]))[0]):
-            cols[name][t] = v
-        x = [_at(cols, s, t + k, rest) for s, k in fwd]
-        for name, v in zip(fwd_out, forward(np.array([x]))[0]):
-            cols[name][t + 1] = min(max(v, -OUT_OF_RANGE_DEG), OUT_OF_RANGE_DEG)
-    return np.column_stack([cols[f"{j}_deg"][:ticks] for j in joints])
+    """The simulated angles [ticks, joints] of one closed-loop run from rest at the first target (numpy)."""
+    with torch.no_grad():
+        x = [torch.as_tensor(np.asarray(a, np.float32)[None]) for a in (targets, targets if read is None else read)]
+        return simulate(inverse, forward, joints, *x)[0].double().numpy()
 
 
-def _feature(name):
-    """(column, tick offset) of an input as the device computes it live (a target is the trajectory's)."""
-    signal, k = features.parse(name)
-    return signal, k
+def simulate(inverse, forward, joints, targets, read):
+    """Closed-loop runs, a batch at once: the angles [runs, ticks, joints] (a float tensor) of the inverse net
+    driving the forward net from rest at each run's first target; targets and read (what the inverse reads
+    as its targets: shaped, or the targets themselves) are float tensors [runs, ticks, joints]. Differentiable
+    through both nets (tune.py trains the inverse through it). Before the run the pulses are the training
+    rows' mean and the angles the first target's; beyond its end the targets hold their last value."""
+    runs, ticks, _ = targets.shape
+    cols = {f"{j}_deg": [targets[:, 0, i]] for i, j in enumerate(joints)}
+    rest = {}
+    for k, o in enumerate(inverse.outputs):
+        cols[o.partition("@")[0]] = []
+        rest[o.partition("@")[0]] = torch.full((runs,), float(inverse.norm[2][k]))
+    target = {f"{j}_target_deg": i for i, j in enumerate(joints)}
 
+    def at(column, t):
+        if column in target:
+            return read[:, min(t, ticks - 1), target[column]]
+        if t < 0:
+            return cols[column][0] if column not in rest else rest[column]
+        return cols[column][t]
 
-def _at(cols, column, t, rest):
-    """The column at tick t; before the run, its first value (a pulse: the training rows' mean)."""
-    v = cols[column][max(t, 0)]
-    if np.isnan(v):
-        return rest.get(column, 0.0)
-    return v
+    inv, fwd = [features.parse(f) for f in inverse.inputs], [features.parse(f) for f in forward.inputs]
+    inv_out, fwd_out = [o.partition("@")[0] for o in inverse.outputs], [o.partition("@")[0] for o in forward.outputs]
+    for t in range(ticks - 1):
+        pulse = inverse.tensor(torch.stack([at(s, t + k) for s, k in inv], 1))
+        for n, name in enumerate(inv_out):
+            cols[name].append(pulse[:, n])
+        angle = forward.tensor(torch.stack([at(s, t + k) for s, k in fwd], 1)).clamp(-OUT_OF_RANGE_DEG, OUT_OF_RANGE_DEG)
+        for n, name in enumerate(fwd_out):
+            cols[name].append(angle[:, n])
+    return torch.stack([torch.stack(cols[f"{j}_deg"], 1) for j in joints], 2)

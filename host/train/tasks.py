@@ -21,6 +21,7 @@ from polyniod_firmware import features
 from host.errors import UserError
 
 VELOCITY_TICKS = 3  # the inverse model's velocity: the angle now against 3 ticks ago (noise /3 of a 1-tick difference)
+TUNE = 40  # the inverse model's closed-loop tuning iterations (tune.py): ~8 s; host/EVAL.md "Closed-loop tuning"
 LATENCY_S = 0.05  # an SG90 answers a new pulse after ~50 ms (REFERENCE.md: 10 deg take 80 ms)
 
 
@@ -64,7 +65,7 @@ def inverse(joints, rate_hz, ahead=None):
     k = ahead_ticks(rate_hz, ahead)
     inputs = [f for j in joints for f in (f"{j}_deg", f"{j}_deg@-{VELOCITY_TICKS}", f"{j}_cmd_us@-1",
                                           f"{j}_target_deg@+{k}")]
-    return Task("inverse", inputs, [f"{j}_cmd_us" for j in joints], options={"ahead": k})
+    return Task("inverse", inputs, [f"{j}_cmd_us" for j in joints], options={"ahead": k}, defaults={"tune": TUNE})
 
 
 def forward(joints, rate_hz):
