@@ -30,7 +30,7 @@ from host.train import candidates, checkpoint as ckpt
 from host.train.dataset import RESYNC_S, SPLIT_GAP, from_sessions, session_rows, task_for
 from host.train.fit import predict
 from host.train.pipeline import resume, train
-from host.train.tasks import VELOCITY_TICKS, ahead_ticks
+from host.train.tasks import TUNE, VELOCITY_TICKS, ahead_ticks
 
 pytestmark = pytest.mark.torch  # imports torch, trains
 
@@ -176,6 +176,22 @@ def test_inverse_learned_from_a_session_beats_the_baselines(session, tmp_path):
     spec = mlp.parse(blob)
     assert spec.task == "inverse" and spec.inputs == m["inputs"] and spec.outputs == m["outputs"]
     assert spec.meta["rate_hz"] == RATE and spec.meta["ahead"] == AHEAD and f"{spec.model_id:08x}" == m["model_id"]
+
+
+@pytest.mark.slow
+def test_closed_loop_tuning_tracks_better_through_a_servo_it_never_saw(session, tmp_path):
+    """The same fit, tuned (the inverse task's default) and not: the tuning trains through servos of its own seeds,
+    so the closed-loop figure's servo (the training seed's) is a check it never saw; tracking there improves."""
+    plain = train("inverse", [session], out=tmp_path / "plain", progress=False, tune=0)
+    tuned = train("inverse", [session], out=tmp_path / "tuned", progress=False)
+    assert "tune" not in plain and tuned["config"]["tune"] == TUNE == tuned["tune"]["iterations"]
+    assert len(tuned["tune"]["servos"]) == 2 and all(s["task"] == "forward_servo" for s in tuned["tune"]["servos"])
+    first, last = tuned["tune"]["tracking_deg"]
+    assert last < first, tuned["tune"]  # the tuning's own runs
+    pooled = {k: np.sqrt(np.mean(np.square(list(m["closed_loop"]["rmse_deg"].values())))) for k, m in
+              (("plain", plain), ("tuned", tuned))}
+    assert pooled["tuned"] < 0.97 * pooled["plain"], pooled
+    assert tuned["model_id"] != plain["model_id"]
 
 
 @pytest.mark.slow
