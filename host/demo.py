@@ -7,6 +7,7 @@ how to reproduce each step with the single commands.
 """
 
 import shlex
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from host.collect import Recorder
 from host.deploy import deploy, read_blob
 from host.errors import DeviceError, UserError
-from host.evaluate import CONTROLLERS, SECONDS, TRAJECTORIES, calibrate, evaluate, plot as plot_eval, public, table
+from host.evaluate import SECONDS, TRAJECTORIES, calibrate, combined, evaluate, plot as plot_eval, public, table
 from host.files import write_json
 from host.flash.firmware import flash_firmware
 from host.link.client import Link
@@ -30,6 +31,8 @@ MULTISINE_SHARE, VALIDATION_SHARE = 4 / 9, 1 / 9  # of the excitation seconds (v
 # better than amplitudes ~1/f, which tied a chirp, on all four units measured)
 MULTISINE = {"f0_mhz": 200, "f1_mhz": 5000, "n": 4, "tilt": 0, "amp_us": 400}
 EPOCHS = 60
+BASELINES = ("naive", "linear")  # the controllers evaluated while the model trains (Demo._train)
+TRAIN_NICE = 19  # the training's niceness meanwhile: the board's runs stay on schedule (at 10 one run in nine fell 55-72 ms behind)
 STEPS_DWELL_MS = (150, 600)
 ROUND_COLLECT_S, ROUND_SHARE = 20.0, 0.4  # on-policy seconds per self-improvement round: 40 % of --collect, at most 20
 
@@ -170,9 +173,9 @@ class Demo:
             self.done(firmware=hello.fw, board_id=hello.board_id, micropython=hello.micropython)
         self._check(port)
         sessions = self._collect(port)
-        model = self._train(sessions)
+        model, baselines = self._train(sessions, port)
         self._deploy(port, model)
-        self._evaluate(port, sessions)
+        self._evaluate(port, baselines)
         if self.rounds:
             self._learn(port, model)
 
@@ -210,28 +213,68 @@ class Demo:
         self.done(sessions=facts)
         return sessions
 
-    def _train(self, sessions):
-        self.step("train", f"training the inverse model (pulse from the angle wanted next) for up to {self.epochs} epochs; "
-                  "the validation session validates ...")
-        m = train("inverse", sessions, out=self.dir / "model", progress=True, epochs=self.epochs, patience=15,
-                  candidates=CANDIDATES, say=self.note)
+    def _train(self, sessions, port):
+        """Train (the candidates, niced, in processes of their own) while the naive and linear controllers, which
+        need no model, are evaluated on the robot: the model's ~30 s of training cost the demo nothing."""
+        self.step("train", f"training the inverse model (pulse from the angle wanted next) for up to {self.epochs} epochs, "
+                  f"{CANDIDATES} seeds, then tuned in closed loop; meanwhile the naive and linear controllers are evaluated ...")
+        said, outcome, stop = [], {}, threading.Event()
+
+        def training():
+            try:
+                outcome["metrics"] = train("inverse", sessions, out=self.dir / "model", progress=False, epochs=self.epochs,
+                                           patience=15, candidates=CANDIDATES, say=said.append, nice=TRAIN_NICE, stop=stop)
+            except BaseException as e:  # noqa: BLE001 -- raised again in the demo's own thread, below
+                outcome["error"] = e
+
+        worker = threading.Thread(target=training, name="demo-training", daemon=True)
+        worker.start()
+        try:
+            baselines = self._baselines(port, sessions)
+            if worker.is_alive():
+                self.note("waiting for the training ...")
+            while worker.is_alive():
+                worker.join(0.2)
+        finally:
+            stop.set()  # a Ctrl-C or an error here: the candidates are stopped, not left training
+            worker.join(10)
+        if "error" in outcome:
+            raise outcome["error"]
+        m = outcome["metrics"]
+        for line in said:
+            self.note(line)
         facts = self.done(path=m["path"], model_id=m["model_id"], rows=m["rows"], epochs_run=m["epochs_run"],
                           val_rmse=m["val_rmse"], int8_val_rmse=m["int8"]["val_rmse"],
                           linear_rmse=m["baseline_rmse"]["linear"], blob_bytes=m["sizes"]["blob_bytes"],
                           inputs=m["inputs"], outputs=m["outputs"], hidden=m["config"]["hidden"],
                           train_s=m["timings"]["train_s"], closed_loop=(m.get("closed_loop") or {}).get("rmse_deg"),
-                          preview=m.get("preview"), candidates=m.get("candidates"))
-        c = m.get("candidates")
+                          preview=m.get("preview"), candidates=m.get("candidates"), tune=m.get("tune"),
+                          baseline_runs=len(baselines["runs"]))
+        c, t = m.get("candidates"), m.get("tune")
         if c:
             self.note(f"{len(c['seeds'])} candidates (training seeds) in {c['seconds']:.1f} s, predicted tracking "
                       + ", ".join(f"{v:.2f}°" for v in c["predicted_deg"] if v is not None)
                       + f": kept seed {c['kept_seed']} (the closed-loop figure; the seed alone moves tracking by up to 0.6°)")
+        if t:
+            self.note(f"closed-loop tuning: {t['iterations']} iterations through {len(t['servos'])} learned servos in "
+                      f"{t['seconds']:.1f} s, tracking on its own runs {t['tracking_deg'][0]:.2f}° -> {t['tracking_deg'][1]:.2f}°")
         self.note(f"{m['rows']['train']} training rows, {m['epochs_run']} epochs in {m['timings']['train_s']:.1f} s; "
                   f"{pulse_errors(facts)} (the closed-loop tracking error comes with the evaluation)")
         warning = dropped_warning(m["rows"])
         if warning:
             self.note("warning: " + warning)
-        return Path(m["path"])
+        return Path(m["path"]), baselines
+
+    def _baselines(self, port, sessions):
+        """The linear calibration of the sessions, then the naive and linear controllers on the held-out
+        trajectories (the train step runs this while the model trains)."""
+        self._calibration = cal = calibrate(sessions)
+        write_json(self.dir / "calibration.json", cal)
+        self.note("linear calibration (least squares, settled samples): "
+                  + ", ".join(f"{j} {a:.0f} us + {b:.2f} us/deg" for j, a, b in
+                              zip(cal["joints"], cal["lin"][::2], cal["lin"][1::2])))
+        return evaluate(port, cal["lin"], self.names, self.seconds, controllers=BASELINES, out=self.dir / "sessions",
+                        say=self.note)
 
     def _deploy(self, port, model):
         blob, ref = read_blob(model)
@@ -246,19 +289,15 @@ class Demo:
                               f"{p['vectors']} inputs (first: {p['first_mismatch']})")
         self.done(**d)
 
-    def _evaluate(self, port, sessions):
-        self.step("eval", f"evaluating on held-out trajectories ({', '.join(self.names)}; "
-                  f"{self.seconds:g} s each) with the {', '.join(CONTROLLERS)} controllers ...")
-        cal = calibrate(sessions)
-        write_json(self.dir / "calibration.json", cal)
-        self.note("linear calibration (least squares, settled samples): "
-                  + ", ".join(f"{j} {a:.0f} us + {b:.2f} us/deg" for j, a, b in
-                              zip(cal["joints"], cal["lin"][::2], cal["lin"][1::2])))
-        result = evaluate(port, cal["lin"], self.names, self.seconds, out=self.dir / "sessions", say=self.note)
+    def _evaluate(self, port, baselines):
+        self.step("eval", f"evaluating the learned controller on the held-out trajectories ({', '.join(self.names)}; "
+                  f"{self.seconds:g} s each); the {' and '.join(BASELINES)} controllers ran during the training ...")
+        result = combined(baselines, evaluate(port, self._calibration["lin"], self.names, self.seconds, controllers=("model",),
+                                              out=self.dir / "sessions", say=self.note))
         plot_eval(result, self.dir / "eval.png")
         facts = public(result)
         write_json(self.dir / "eval.json", facts)
-        self.done(**facts, calibration=cal)
+        self.done(**facts, calibration=self._calibration)
         self.say("")
         for line in table(result):
             self.say("  " + line)

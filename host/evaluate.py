@@ -389,6 +389,15 @@ def _run_line(run):
     return f"{run['trajectory']:<7} {run['controller']:<7} {figures}{fallback}{limb}{unclean}"
 
 
+def combined(first, then):
+    """One evaluation of two, run one after the other on the same board and trajectories (the demo evaluates
+    the naive and linear controllers while the model trains, then the model): runs, controllers and notes in
+    order, the summary over all the runs."""
+    runs = first["runs"] + then["runs"]
+    return {**first, "controllers": first["controllers"] + then["controllers"], "model_id": then["model_id"],
+            "runs": runs, "summary": summarize(runs), "notes": first["notes"] + then["notes"]}
+
+
 def public(result):
     """The result without the per-tick arrays: what --json prints and the run directory keeps."""
     return {**result, "runs": [{k: v for k, v in r.items() if k not in ("t", "targets", "measured", "limb")}

@@ -76,7 +76,7 @@ def write_report(demo):
     if learn.get("rounds"):
         lines += ["## Self-improvement rounds", "",
                   "Each round the best model so far tracks fresh random trajectories, the model retrains on that data "
-                  "too (two training seeds, the one the training's closed-loop figure ranks best), is redeployed and scored on the same held-out trajectories (learned controller only); a worse "
+                  "too (three training seeds, each tuned in closed loop, the one the training's closed-loop figure ranks best), is redeployed and scored on the same held-out trajectories (learned controller only); a worse "
                   "one is replaced by the best again (`learn/learn.json`).", ""]
         joints = list(learn["rounds"][0]["joints"])
         lines += ["| round | sessions | " + " | ".join(f"{j} RMSE" for j in joints) + " | pooled | kept |",
@@ -174,8 +174,12 @@ def _what(step, f):
         c = f.get("candidates") or {}
         kept = (f"; kept seed {c['kept_seed']} of {len(c['seeds'])} candidates, predicted tracking "
                 + ", ".join(f"{v:.2f}°" for v in c["predicted_deg"] if v is not None)) if c else ""
+        t = f.get("tune") or {}
+        tuned = (f"; tuned in closed loop through {len(t['servos'])} learned servos ({t['iterations']} iterations, "
+                 f"{t['seconds']:.1f} s)") if t else ""
+        meanwhile = f"; the naive and linear runs of the eval step ran meanwhile ({f['baseline_runs']})" if f.get("baseline_runs") else ""
         return (f"{shape} MLP, {f.get('rows', {}).get('train')} rows, {f.get('epochs_run')} epochs in "
-                f"{f.get('train_s', 0):.1f} s{kept}; {pulse_errors(f)}")
+                f"{f.get('train_s', 0):.1f} s{kept}{tuned}; {pulse_errors(f)}{meanwhile}")
     if step == "deploy":
         p = f.get("parity") or {}
         return (f"{f.get('bytes')} B in {f.get('seconds')} s (link floor {f.get('limit_seconds')} s); "

@@ -108,6 +108,7 @@ def fake_demo(monkeypatch, tmp_path, fails=None, interrupt=None):
         monkeypatch.setattr(demo_mod, "read_blob", lambda _: (b"\0" * 100, None))
     else:
         monkeypatch.setattr(Demo, "_deploy", stand_in("deploy", fails))
+    monkeypatch.setattr(Demo, "_baselines", lambda *_: {"runs": []})  # the naive and linear runs, during the training
     monkeypatch.setattr(Demo, "_evaluate", stand_in("eval", fails, facts=evaluation()))
     if fails == "report":
         calls = []

@@ -42,11 +42,13 @@ def check(candidates):
     return candidates
 
 
-def train(task, sessions=(), out=None, candidates=1, seed=None, progress=True, unit=None, say=print, **settings):
+def train(task, sessions=(), out=None, candidates=1, seed=None, progress=True, unit=None, say=print, nice=0, stop=None,
+          **settings):
     """pipeline.train of `task` (its arguments), or with candidates > 1 that many seeds (seed, seed+1, ...) side
     by side, the one the closed-loop figure ranks best written to `out`: its metrics, with metrics["candidates"]
     (the seeds, each one's predicted tracking, the kept seed). `say` tells how the candidates did. This process
-    needs no PyTorch: it only checks the sessions and the task before the candidates start."""
+    needs no PyTorch: it only checks the sessions and the task before the candidates start. nice: the candidates'
+    niceness (the demo trains while a robot is evaluated); stop: a threading.Event that ends them (UserError)."""
     if check(candidates) == 1:
         from host.train import pipeline
 
@@ -64,7 +66,7 @@ def train(task, sessions=(), out=None, candidates=1, seed=None, progress=True, u
     say(f"training {candidates} candidates side by side (seeds {', '.join(map(str, seeds))}); the one the "
         "closed-loop figure ranks best is kept ...")
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: torch's thread pools do not survive fork
-    pool = context.Pool(min(candidates, (os.cpu_count() or 1) + 1), initializer=_candidate_process)  # 3 on 2 cores: 11 s, 2: 15
+    pool = context.Pool(min(candidates, (os.cpu_count() or 1) + 1), initializer=_candidate_process, initargs=(nice,))  # 3 on 2 cores: 11 s, 2: 15
     try:
         paths = [str(x.path) for x in loaded]  # a loaded Session does not pickle; each process reads the files
         jobs = [pool.apply_async(_one, (task, paths, work / str(s) / out.name, s, f"seed {s}: " if progress else False,
@@ -72,7 +74,7 @@ def train(task, sessions=(), out=None, candidates=1, seed=None, progress=True, u
         pool.close()
         trained = []
         for s, job in zip(seeds, jobs):
-            m = _wait(job)
+            m = _wait(job, stop)
             figure = f"predicted tracking {predicted(m):.2f}°" if math.isfinite(predicted(m)) else \
                 f"no closed-loop figure, validation loss {m['val_loss']:.5f}"
             say(f"  seed {s}: {figure} ({m['epochs_run']} epochs, {m['timings']['total_s']:.1f} s)")
@@ -97,19 +99,23 @@ def _finite(v):
     return v if math.isfinite(v) else None
 
 
-def _wait(job):
-    """job.get(), woken often enough that a Ctrl-C in the parent is not held until the training ends."""
+def _wait(job, stop=None):
+    """job.get(), woken often enough that a Ctrl-C in the parent (or `stop`) is not held until the training ends."""
     while True:
+        if stop is not None and stop.is_set():
+            raise UserError("the training was stopped")
         try:
             return job.get(0.2)
         except multiprocessing.TimeoutError:
             continue
 
 
-def _candidate_process():
+def _candidate_process(nice=0):
     """The terminal's Ctrl-C reaches every candidate too: the parent alone decides, and stops them. A parent
     killed outright (kill -9) cannot: each candidate then ends itself within a second, not a training later."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if nice:
+        os.nice(nice)
     parent = os.getppid()
 
     def watch():
