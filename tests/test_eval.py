@@ -113,6 +113,10 @@ def test_demo_pipeline_at_small_scale_learns_a_controller_that_beats_the_naive_m
     assert list(facts["step_seconds"]) == ["sim", "flash", "check", "collect", "train", "deploy", "eval", "learn",
                                            "report"]
     assert facts["check"]["verdict"] != "FAIL" and (out / "check.png").stat().st_size > 0  # passed (a loaded host may slow the link)
+    meanwhile = proc.stderr.split("[5/9] training")[1].split("[6/9] deploying")[0]  # the baselines run while the model trains
+    assert "naive   shoulder rmse" in meanwhile and "linear  shoulder rmse" in meanwhile, meanwhile[-2000:]
+    assert "model   shoulder rmse" not in meanwhile and facts["train"]["baseline_runs"] == 4
+    assert facts["train"]["tune"]["iterations"] == 40 and len(facts["train"]["tune"]["servos"]) == 2  # tuned in closed loop
     # every artefact in the one run directory
     excitation, validation = (load(out / "sessions" / f"{n}.session") for n in ("excitation", "validation"))
     for s, programs, seconds in ((excitation, ["multisine", "steps"], 17.7), (validation, ["steps"], 2.2)):
@@ -126,6 +130,7 @@ def test_demo_pipeline_at_small_scale_learns_a_controller_that_beats_the_naive_m
     assert facts["deploy"]["parity"]["mismatches"] == 0 and facts["deploy"]["parity"]["vectors"] == 256
     runs = facts["eval"]["runs"]
     assert len(runs) == 6 and all(load(r["session"]).complete and r["drops"] == 0 for r in runs)
+    assert [r["controller"] for r in runs] == ["naive", "linear"] * 2 + ["model"] * 2  # eval.json holds all three
     summary = facts["eval"]["summary"]
     for j in ("shoulder", "elbow"):
         model, naive = summary["model"]["joints"][j], summary["naive"]["joints"][j]
@@ -151,6 +156,7 @@ def test_demo_pipeline_at_small_scale_learns_a_controller_that_beats_the_naive_m
     trained = json.loads((out / "model" / "metrics.json").read_text())["candidates"]  # the demo's own training too
     assert trained["seeds"] == [0, 1, 2] and facts["train"]["candidates"] == trained
     assert f"kept seed {trained['kept_seed']} of 3 candidates" in report and "--candidates 3" in report
+    assert "tuned in closed loop through 2 learned servos (40 iterations" in report
     roles = {x["name"]: x["role"] for x in json.loads((Path(second["model"]) / "metrics.json").read_text())["sessions"]}
     assert roles == {"excitation": "train", "onpolicy-1": "train", "validation": "val"}  # the same validation
     assert (out / "learn" / "learn.png").stat().st_size > 10000 and "## Self-improvement rounds" in report
