@@ -286,7 +286,9 @@ def test_settings_nothing_can_train_or_the_device_cannot_run_are_one_line(tmp_pa
                        (["--seed", "-1"], "--seed -1: give a whole number"),
                        (["--hidden", "300"], "--hidden 300: the device runs at most"),
                        (["--hidden", ",".join(["4"] * 8)], "hidden layers of at most"),
-                       (["--ahead", "-1"], "--ahead -1: give ticks >= 0")):
+                       (["--ahead", "-1"], "--ahead -1: give ticks >= 0"),
+                       (["--tune", "-1"], "--tune -1: give a whole number of iterations"),
+                       (["--tune", "5"], "--tune: only the inverse task is tuned in closed loop (--task sin")):
         assert cli.main(["train", "--task", "sin", "--out", str(out), "--quiet", *args]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and says in err[0], err

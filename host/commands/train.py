@@ -78,6 +78,8 @@ def check_arguments(args):
         check(args.candidates)
     if args.tune is not None and not 0 <= args.tune <= MAX_TUNE:
         raise UserError(f"--tune {args.tune}: give a whole number of iterations from 0 (none) to {MAX_TUNE}")
+    if args.tune and (args.task or "inverse") != "inverse":
+        raise UserError(f"--tune: only the inverse task is tuned in closed loop (--task {args.task}: drop --tune)")
     if args.ahead is not None and args.ahead < 0:
         raise UserError(f"--ahead {args.ahead}: give ticks >= 0")
     if args.hidden is not None:
