@@ -255,7 +255,9 @@ class Demo:
             self.note(f"{len(c['seeds'])} candidates (training seeds) in {c['seconds']:.1f} s, predicted tracking "
                       + ", ".join(f"{v:.2f}°" for v in c["predicted_deg"] if v is not None)
                       + f": kept seed {c['kept_seed']} (the closed-loop figure; the seed alone moves tracking by up to 0.6°)")
-        if t:
+        if t and "note" in t:
+            self.note(t["note"])
+        elif t:
             self.note(f"closed-loop tuning: {t['iterations']} iterations through {len(t['servos'])} learned servos in "
                       f"{t['seconds']:.1f} s, tracking on its own runs {t['tracking_deg'][0]:.2f}° -> {t['tracking_deg'][1]:.2f}°")
         self.note(f"{m['rows']['train']} training rows, {m['epochs_run']} epochs in {m['timings']['train_s']:.1f} s; "

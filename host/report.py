@@ -176,7 +176,7 @@ def _what(step, f):
                 + ", ".join(f"{v:.2f}°" for v in c["predicted_deg"] if v is not None)) if c else ""
         t = f.get("tune") or {}
         tuned = (f"; tuned in closed loop through {len(t['servos'])} learned servos ({t['iterations']} iterations, "
-                 f"{t['seconds']:.1f} s)") if t else ""
+                 f"{t['seconds']:.1f} s)") if "iterations" in t else (f"; {t['note']}" if t else "")
         meanwhile = f"; the naive and linear runs of the eval step ran meanwhile ({f['baseline_runs']})" if f.get("baseline_runs") else ""
         return (f"{shape} MLP, {f.get('rows', {}).get('train')} rows, {f.get('epochs_run')} epochs in "
                 f"{f.get('train_s', 0):.1f} s{kept}{tuned}; {pulse_errors(f)}{meanwhile}")

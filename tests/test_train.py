@@ -194,6 +194,20 @@ def test_closed_loop_tuning_tracks_better_through_a_servo_it_never_saw(session, 
     assert tuned["model_id"] != plain["model_id"]
 
 
+def test_sessions_that_give_no_servo_model_train_untuned_with_a_note(session, tmp_path, monkeypatch):
+    """When the sessions give the servo model no rows, the closed-loop figure and the tuning both say so and the
+    training still writes its model (the tuning raised, and the whole training was lost)."""
+    from host.train import rollout
+
+    def no_rows(*args, **kwargs):
+        raise UserError("the sessions give no forward_servo rows")
+
+    monkeypatch.setattr(rollout, "servo", no_rows)
+    m = train("inverse", [session], out=tmp_path / "m", progress=False, epochs=2)
+    assert m["tune"] == {"note": "not tuned: no servo model: the sessions give no forward_servo rows"}, m["tune"]
+    assert m["closed_loop"]["note"].startswith("no servo model") and (tmp_path / "m" / "model.bin").exists()
+
+
 @pytest.mark.slow
 def test_sin_reaches_its_stated_error_and_the_directory_round_trips(tmp_path):
     m = train("sin", out=tmp_path / "sin", progress=False)
@@ -323,30 +337,42 @@ def test_candidates_keep_the_seed_the_closed_loop_figure_ranks_best(session_file
     assert alone["model_id"] == m["model_id"] and "candidates" not in alone
 
 
-def training_candidates(session_file, out):
-    """`host train` of three candidates in a process group of its own, once their progress lines come; and
-    the lines it writes (a thread reads them)."""
+def training_candidates(session_file, out, until=" epoch "):
+    """`host train` of three candidates in a process group of its own, once a line holding `until` comes (by
+    default: the candidates' progress lines, so they are training); and the lines it writes (a thread reads them)."""
     proc = subprocess.Popen(HOST + ["train", str(session_file), "--out", str(out), "--force", "--epochs", "500",
                                     "--patience", "500"], stderr=subprocess.PIPE, text=True, start_new_session=True)
     lines = []
     threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
     deadline = time.monotonic() + 120
-    while not any(" epoch " in line for line in lines) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)  # the candidates are training (their progress lines have come)
-    assert any(line.startswith("seed ") for line in lines), lines
+    while not any(until in line for line in lines) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    assert any(until in line for line in lines), lines
     return proc, lines
 
 
-def group_ends(pgid, within_s):
-    """True once no process of the group is left (every candidate, multiprocessing's helpers), within_s at most."""
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
+def candidates_under(place):
+    """The pids of the processes whose command line names a job file under `place` (a candidate's); the candidates
+    run in sessions of their own, out of the trainer's process group."""
+    pids = []
+    for entry in Path("/proc").iterdir():
         try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
+            line = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+            if str(place).encode() in line and b"job.pickle" in line:
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def all_end(place, within_s):
+    """True once no candidate of `place` is left, within_s at most."""
+    deadline = time.monotonic() + within_s
+    while candidates_under(place):
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.2)
-    return False
+    return True
 
 
 @pytest.mark.slow
@@ -355,13 +381,29 @@ def test_ctrl_c_while_candidates_train_keeps_the_old_model_and_leaves_no_process
     train("xor", out=out, epochs=1, progress=False)  # the model that must survive
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     proc, lines = training_candidates(session_file, out)
+    assert len(candidates_under(tmp_path)) == 3
     os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
     assert proc.wait(60) == 130
     time.sleep(0.5)
     assert lines[-1].strip() == "interrupted", lines[-3:]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no candidates' work directory left
-    assert group_ends(proc.pid, 15), "a candidate's process outlived the Ctrl-C"
+    assert all_end(tmp_path, 15), "a candidate's process outlived the Ctrl-C"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after_s", [0.0, 0.03, 0.1, 0.3, 0.8])
+def test_ctrl_c_while_the_candidates_start_says_only_interrupted(session_file, tmp_path, after_s):
+    """A Ctrl-C while the candidates' interpreters are still starting (a CI run's demo, Ctrl-C'd as its train step
+    began, printed their KeyboardInterrupt and EOFError tracebacks under "interrupted"): one line, no process left."""
+    proc, lines = training_candidates(session_file, tmp_path / "model", until="training 3 candidates")
+    time.sleep(after_s)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(60) == 130
+    time.sleep(0.5)
+    assert lines[-1].strip() == "interrupted" and not any("Traceback" in line for line in lines), "".join(lines)[-3000:]
+    assert all_end(tmp_path, 15), "a candidate's process outlived the Ctrl-C"
+    assert not (tmp_path / "model").exists()
 
 
 @pytest.mark.slow
@@ -369,9 +411,10 @@ def test_a_killed_training_takes_its_candidates_with_it(session_file, tmp_path):
     """kill -9 of `host train` (no Ctrl-C to handle): the candidates notice their parent is gone and end, rather
     than train on for minutes with nobody to take their models."""
     proc, _ = training_candidates(session_file, tmp_path / "model")
+    assert len(candidates_under(tmp_path)) == 3
     proc.kill()
     proc.wait(10)
-    assert group_ends(proc.pid, 10), "candidates trained on after their parent was killed"
+    assert all_end(tmp_path, 10), "candidates trained on after their parent was killed"
     assert not (tmp_path / "model").exists()  # nothing half-written where the model goes
 
 

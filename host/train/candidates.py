@@ -7,11 +7,13 @@ process of its own (one torch thread each: these nets are too small for more), a
 that figure. Only the kept model's directory is written to `out`, whole, as one training writes it.
 """
 
+import contextlib
 import math
-import multiprocessing
 import os
+import pickle
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -65,20 +67,31 @@ def train(task, sessions=(), out=None, candidates=1, seed=None, progress=True, u
     started = time.perf_counter()
     say(f"training {candidates} candidates side by side (seeds {', '.join(map(str, seeds))}); the one the "
         "closed-loop figure ranks best is kept ...")
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: torch's thread pools do not survive fork
-    pool = context.Pool(min(candidates, (os.cpu_count() or 1) + 1), initializer=_candidate_process, initargs=(nice,))  # 3 on 2 cores: 11 s, 2: 15
+    workers = min(candidates, (os.cpu_count() or 1) + 1)  # 3 on 2 cores: 11 s, 2: 15
+    paths = [str(x.path) for x in loaded]  # a loaded Session does not pickle; each process reads the files
+    pending = [(s, work / str(s)) for s in seeds]
+    running, results, trained = {}, {}, []
     try:
-        paths = [str(x.path) for x in loaded]  # a loaded Session does not pickle; each process reads the files
-        jobs = [pool.apply_async(_one, (task, paths, work / str(s) / out.name, s, f"seed {s}: " if progress else False,
-                                        settings)) for s in seeds]
-        pool.close()
-        trained = []
-        for s, job in zip(seeds, jobs):
-            m = _wait(job, stop)
-            figure = f"predicted tracking {predicted(m):.2f}°" if math.isfinite(predicted(m)) else \
-                f"no closed-loop figure, validation loss {m['val_loss']:.5f}"
-            say(f"  seed {s}: {figure} ({m['epochs_run']} epochs, {m['timings']['total_s']:.1f} s)")
-            trained.append(m)
+        while len(trained) < len(seeds):
+            if stop is not None and stop.is_set():
+                raise UserError("the training was stopped")
+            while pending and len(running) < workers:
+                s, place = pending.pop(0)
+                with _ctrl_c_held():  # a Ctrl-C inside Popen would lose the started process: it waits till `running` has it
+                    running[s] = _start(place, (task, paths, place / out.name, s, f"seed {s}: " if progress else False,
+                                                settings), nice)
+            for s, proc in list(running.items()):
+                if proc.poll() is not None:
+                    del running[s]
+                    results[s] = _result(work / str(s), proc.returncode, s)
+            while len(trained) < len(seeds) and seeds[len(trained)] in results:  # told in seed order
+                s = seeds[len(trained)]
+                m = results[s]
+                figure = f"predicted tracking {predicted(m):.2f}°" if math.isfinite(predicted(m)) else \
+                    f"no closed-loop figure, validation loss {m['val_loss']:.5f}"
+                say(f"  seed {s}: {figure} ({m['epochs_run']} epochs, {m['timings']['total_s']:.1f} s)")
+                trained.append(m)
+            time.sleep(0.05)
         best = min(trained, key=lambda m: (predicted(m), m["val_loss"]))  # no figure (not inverse): the loss ranks
         best["candidates"] = {"seeds": seeds, "predicted_deg": [_finite(predicted(m)) for m in trained],
                               "kept_seed": best["config"]["seed"], "seconds": round(time.perf_counter() - started, 1)}
@@ -86,9 +99,8 @@ def train(task, sessions=(), out=None, candidates=1, seed=None, progress=True, u
         ckpt.rewrite_metrics(kept, {k: v for k, v in best.items() if k != "path"})
         ckpt.install(kept, out)
         best["path"] = str(out)
-        pool.join()
     finally:
-        pool.terminate()  # a Ctrl-C or an error: the other candidates are not left running
+        _end(running.values())  # a Ctrl-C or an error: the other candidates are not left running
         shutil.rmtree(work, ignore_errors=True)
     for line in best["warnings"]:
         print(f"warning: {line}", file=sys.stderr)
@@ -99,24 +111,67 @@ def _finite(v):
     return v if math.isfinite(v) else None
 
 
-def _wait(job, stop=None):
-    """job.get(), woken often enough that a Ctrl-C in the parent (or `stop`) is not held until the training ends."""
-    while True:
-        if stop is not None and stop.is_set():
-            raise UserError("the training was stopped")
+def _start(place, job, nice):
+    """One candidate: a fresh interpreter (torch's thread pools do not survive fork) in a session of its own, so
+    the terminal's Ctrl-C reaches only this process, which decides and stops them: a Ctrl-C while a candidate
+    was still starting up used to print its KeyboardInterrupt traceback under "interrupted"."""
+    place.mkdir(parents=True)
+    spec = place / "job.pickle"
+    spec.write_bytes(pickle.dumps({"path": sys.path, "job": job, "nice": nice, "parent": os.getpid()}))
+    return subprocess.Popen([sys.executable, "-c", "import pickle, sys; spec = pickle.load(open(sys.argv[1], 'rb')); "
+                             "sys.path[:] = spec['path']; from host.train.candidates import _candidate; _candidate(spec)",
+                             str(spec)], stdin=subprocess.DEVNULL, stdout=2, start_new_session=True)  # stdout: --json prints there
+
+
+@contextlib.contextmanager
+def _ctrl_c_held():
+    """Ctrl-C (KeyboardInterrupt, raised in the main thread only) held until the block ends, then raised."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+    seen = []
+    signal.signal(signal.SIGINT, lambda signum, frame: seen.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if seen:
+            previous(signal.SIGINT, seen[0])
+
+
+def _result(place, returncode, seed):
+    """The candidate's metrics, or what it raised raised here (a UserError reads as if this process had trained)."""
+    try:
+        outcome = pickle.loads((place / "result.pickle").read_bytes())
+    except (OSError, EOFError, pickle.UnpicklingError) as e:
+        raise UserError(f"the candidate of seed {seed} ended without a result (exit code {returncode}): see the "
+                        "lines above, or train with --candidates 1") from e
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def _end(procs, within_s=5.0):
+    """Terminate the candidates still running and wait for them (kill after within_s): none is left behind."""
+    procs = [p for p in procs if p.poll() is None]
+    for p in procs:
+        p.terminate()
+    deadline = time.monotonic() + within_s
+    for p in procs:
         try:
-            return job.get(0.2)
-        except multiprocessing.TimeoutError:
-            continue
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
-def _candidate_process(nice=0):
-    """The terminal's Ctrl-C reaches every candidate too: the parent alone decides, and stops them. A parent
-    killed outright (kill -9) cannot: each candidate then ends itself within a second, not a training later."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if nice:
-        os.nice(nice)
-    parent = os.getppid()
+def _candidate(spec):
+    """A candidate's process: train, then leave the metrics (or the error) for the parent. A parent killed
+    outright (kill -9) cannot stop it: it then ends itself within a second, not a training later."""
+    if spec["nice"]:
+        os.nice(spec["nice"])
+    parent = spec["parent"]
 
     def watch():
         while os.getppid() == parent:
@@ -124,6 +179,18 @@ def _candidate_process(nice=0):
         os._exit(1)
 
     threading.Thread(target=watch, name="candidate-parent-watch", daemon=True).start()
+    job = spec["job"]
+    try:
+        outcome = _one(*job)
+    except Exception as e:  # noqa: BLE001 -- raised again in the parent
+        outcome = e
+    place = Path(job[2]).parent
+    tmp = place / "result.pickle.tmp"
+    try:
+        tmp.write_bytes(pickle.dumps(outcome))
+    except (pickle.PicklingError, TypeError, AttributeError):
+        tmp.write_bytes(pickle.dumps(UserError(f"{type(outcome).__name__}: {outcome}")))
+    os.replace(tmp, place / "result.pickle")
 
 
 def _one(task, sessions, out, seed, progress, settings):

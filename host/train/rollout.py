@@ -111,7 +111,7 @@ def drives(inverse, joints):
 
 def closed_loop(inverse, forward, joints, rate_hz, names=None, seconds=None, preview=None):
     """{"rmse_deg": {joint: pooled over the trajectories}, "trajectories": {name: {joint: rmse}}} of the inverse
-    net driving the forward net along eval's trajectories (Net-like callables with .inputs/.outputs names).
+    net driving the forward net along eval's trajectories (rollout Nets: simulate() reads .tensor and the names).
     preview: [window, slew per joint] (meta `preview`): the inverse reads the targets shaped as on the board."""
     from host import evaluate as ev
 

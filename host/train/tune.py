@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from host import evaluate as ev
+from host.errors import UserError
 from host.sessions.stats import robot_of
 from host.train import rollout
 
@@ -31,13 +32,17 @@ SINE_HZ, SINE_DEG, SINE_PEAK_DEG_S = (0.3, 2.5), (5.0, 45.0), 150.0  # eval's si
 
 def tune(net, sessions, iterations=ITERATIONS, seed=0, n_val=None, preview=None, say=None):
     """Train the inverse Net `net` (its .model, in place) for `iterations` batches of closed-loop runs through
-    learned servos of `sessions`; what it did, for metrics.json "tune". preview: the blob's meta `preview`."""
+    learned servos of `sessions`; what it did, for metrics.json "tune", or {"note": why} when the sessions give
+    the servo model no rows (the model is then left as fitted). preview: the blob's meta `preview`."""
     started = time.perf_counter()
     joints, rate = robot_of(sessions)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # these nets are too small for more (fit.py)
     try:
-        servos = [rollout.servo(sessions, seed + SERVO_SEED + k, n_val) for k in range(SERVOS)]
+        try:
+            servos = [rollout.servo(sessions, seed + SERVO_SEED + k, n_val) for k in range(SERVOS)]
+        except UserError as e:
+            return {"note": f"not tuned: no servo model: {e}"}
         for s, _ in servos:
             s.model.eval()
             s.model.requires_grad_(False)
