@@ -194,6 +194,7 @@ def test_closed_loop_tuning_tracks_better_through_a_servo_it_never_saw(session, 
     assert tuned["model_id"] != plain["model_id"]
 
 
+@pytest.mark.slow
 def test_sessions_that_give_no_servo_model_train_untuned_with_a_note(session, tmp_path, monkeypatch):
     """When the sessions give the servo model no rows, the closed-loop figure and the tuning both say so and the
     training still writes its model (the tuning raised, and the whole training was lost)."""
